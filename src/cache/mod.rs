@@ -1,0 +1,3 @@
+//! The compile cache: key derivation, the entry format, and the local store with its size bound.
+
+pub mod key;

@@ -1,0 +1,4 @@
+//! Everything about the real compiler: argument classification, toolchain identity,
+//! preprocessing and running it.
+
+pub mod args;

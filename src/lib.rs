@@ -1,0 +1,6 @@
+//! meshcc: a compiler wrapper with an exact local cache, growing into a peer-to-peer compile mesh.
+//!
+//! See `docs/architecture.md` for how the parts fit together.
+
+pub mod cache;
+pub mod compiler;
