@@ -1,3 +1,4 @@
 //! The compile cache: key derivation, the entry format, and the local store with its size bound.
 
+pub mod entry;
 pub mod key;

@@ -108,7 +108,9 @@ pub enum CompileMode {
 }
 
 /// The kind of a file a compile writes; the cache stores one blob per kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum OutputKind {
     /// The object (`-c`) or assembly (`-S`) file.
     Primary,
