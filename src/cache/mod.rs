@@ -2,3 +2,4 @@
 
 pub mod entry;
 pub mod key;
+pub mod store;
