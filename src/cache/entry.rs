@@ -21,6 +21,7 @@
 use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
 
 use crate::compiler::args::OutputKind;
 
@@ -249,28 +250,90 @@ pub fn decode_from<R: Read>(reader: R) -> Result<Entry, EntryError> {
     let mut expected = [0u8; 32];
     expected.copy_from_slice(&header[16..HEADER_LEN]);
 
+    let limit = usize::try_from(len)
+        .map_err(|_| EntryError::Corrupt(format!("declared length {len} too large here")))?;
     source.hashing = true;
-    let mut payload = Vec::with_capacity(usize::try_from(len.min(MAX_PREALLOC)).unwrap_or(0));
-    let mut decoder = match zstd::Decoder::new(&mut source) {
-        Ok(decoder) => decoder,
-        Err(e) => return Err(EntryError::Io(e)),
-    };
-    // One byte more than declared, so an overlong payload is detected without reading it all.
-    let read = decoder.by_ref().take(len + 1).read_to_end(&mut payload);
-    // Hash whatever follows the zstd frame too, so trailing bytes fail the checksum.
-    let rest = read.and_then(|_| io::copy(&mut decoder.finish(), &mut io::sink()));
-    if let Err(e) = rest {
-        return Err(source.error("bad compressed payload", &e));
-    }
+    let payload = decompress(&mut source, limit)?;
     if source.hasher.finalize() != blake3::Hash::from_bytes(expected) {
         return Err(EntryError::Corrupt("checksum mismatch".into()));
     }
-    if payload.len() as u64 != len {
+    if payload.len() != limit {
         return Err(EntryError::Corrupt(format!(
             "payload is {} bytes, header declares {len}",
             payload.len()
         )));
     }
+    into_entry(payload)
+}
+
+/// Decompresses the single zstd frame that must make up the rest of `source`, into a buffer
+/// that never grows beyond `limit + 1` bytes (one more than declared, so that an overlong payload
+/// is detected without decompressing it all).
+///
+/// Output goes straight into the buffer's spare capacity, sparing the zero-filling and extra
+/// pass of a `Read`-based copy.
+fn decompress<R: Read>(source: &mut Source<R>, limit: usize) -> Result<Vec<u8>, EntryError> {
+    let bound = limit.saturating_add(1);
+    let prealloc = usize::try_from(MAX_PREALLOC).map_or(bound, |max| bound.min(max));
+    let mut out = Vec::with_capacity(prealloc);
+    let mut input = vec![0u8; zstd::zstd_safe::DCtx::in_size()];
+    let (mut start, mut end) = (0, 0);
+    let mut decoder = zstd::stream::raw::Decoder::new().map_err(EntryError::Io)?;
+    let corrupt = |e: io::Error| EntryError::Corrupt(format!("bad compressed payload: {e}"));
+    let mut output_full = false;
+    loop {
+        if start == end && !output_full {
+            end = loop {
+                match source.read(&mut input) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(source.error("cannot read payload", &e)),
+                }
+            };
+            start = 0;
+            if end == 0 {
+                return Err(EntryError::Corrupt("truncated compressed payload".into()));
+            }
+        }
+        if out.len() == out.capacity() {
+            let room = bound.saturating_sub(out.len());
+            if room == 0 {
+                return Err(EntryError::Corrupt(format!(
+                    "payload is longer than the declared {limit} bytes"
+                )));
+            }
+            out.reserve_exact(room.min(out.capacity().max(1 << 16)));
+        }
+        let mut inbuf = InBuffer::around(&input[start..end]);
+        let pos = out.len();
+        let mut outbuf = OutBuffer::around_pos(&mut out, pos);
+        let hint = decoder.run(&mut inbuf, &mut outbuf).map_err(corrupt)?;
+        output_full = outbuf.pos() == outbuf.capacity();
+        start += inbuf.pos;
+        if hint == 0 {
+            break;
+        }
+    }
+    // The frame is complete: nothing may follow it. Reading on also feeds the checksum.
+    let trailing = start < end
+        || loop {
+            match source.read(&mut input) {
+                Ok(n) => break n > 0,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(source.error("cannot read payload", &e)),
+            }
+        };
+    if trailing {
+        return Err(EntryError::Corrupt(
+            "trailing bytes after the compressed payload".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses a decompressed payload. The largest byte string takes over the payload's buffer
+/// instead of being copied, so an entry with one big object costs one buffer, not two.
+fn into_entry(mut payload: Vec<u8>) -> Result<Entry, EntryError> {
     let (wire, rest) = postcard::take_from_bytes::<Wire<'_>>(&payload)
         .map_err(|e| EntryError::Corrupt(format!("bad payload: {e}")))?;
     if !rest.is_empty() {
@@ -279,14 +342,48 @@ pub fn decode_from<R: Read>(reader: R) -> Result<Entry, EntryError> {
             rest.len()
         )));
     }
+    // Where each byte string lies in `payload`: stdout, stderr, then the outputs in order.
+    let base = payload.as_ptr() as usize;
+    let span = |bytes: &Bytes<'_>| {
+        let start = (bytes.0.as_ptr() as usize).wrapping_sub(base);
+        start..start.wrapping_add(bytes.0.len())
+    };
+    let spans: Vec<_> = [&wire.stdout, &wire.stderr]
+        .into_iter()
+        .chain(wire.outputs.iter().map(|(_, data)| data))
+        .map(span)
+        .collect();
+    let kinds: Vec<OutputKind> = wire.outputs.iter().map(|(kind, _)| *kind).collect();
+    let largest = (0..spans.len())
+        .max_by_key(|&i| spans[i].len())
+        .unwrap_or(0);
+    let misplaced = || EntryError::Corrupt("byte string outside the payload".into());
+    let mut fields = Vec::with_capacity(spans.len());
+    for (i, range) in spans.iter().enumerate() {
+        let bytes = payload.get(range.clone()).ok_or_else(misplaced)?;
+        fields.push(if i == largest {
+            Vec::new()
+        } else {
+            bytes.to_vec()
+        });
+    }
+    if let (Some(range), Some(field)) = (spans.get(largest), fields.get_mut(largest)) {
+        payload.truncate(range.end);
+        payload.drain(..range.start);
+        *field = payload;
+    }
+    let mut fields = fields.into_iter();
+    let mut next = || fields.next().ok_or_else(misplaced);
+    let stdout = next()?;
+    let stderr = next()?;
+    let outputs = kinds
+        .into_iter()
+        .map(|kind| Ok((kind, next()?)))
+        .collect::<Result<_, EntryError>>()?;
     Ok(Entry {
-        stdout: wire.stdout.0.to_vec(),
-        stderr: wire.stderr.0.to_vec(),
-        outputs: wire
-            .outputs
-            .into_iter()
-            .map(|(kind, data)| (kind, data.0.to_vec()))
-            .collect(),
+        stdout,
+        stderr,
+        outputs,
     })
 }
 
@@ -346,6 +443,47 @@ mod tests {
         let bytes = encode(&entry).unwrap();
         assert!(bytes.len() < (20 << 20) + 4096, "{}", bytes.len());
         assert_eq!(decode(&bytes).unwrap(), entry);
+    }
+
+    #[test]
+    fn round_trip_beyond_preallocation() {
+        let mut big = vec![0u8; (MAX_PREALLOC as usize) + (3 << 20)];
+        big[12345] = 1;
+        let entry = Entry {
+            stdout: b"x".to_vec(),
+            stderr: Vec::new(),
+            outputs: vec![
+                (OutputKind::Primary, big),
+                (OutputKind::Dependency, b"d".to_vec()),
+            ],
+        };
+        assert_eq!(decode(&encode(&entry).unwrap()).unwrap(), entry);
+    }
+
+    #[test]
+    fn round_trip_through_tiny_reads() {
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(1);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let entry = small();
+        let bytes = encode(&entry).unwrap();
+        assert_eq!(decode_from(Trickle(&bytes)).unwrap(), entry);
+    }
+
+    #[test]
+    fn largest_field_may_be_a_diagnostic() {
+        let entry = Entry {
+            stdout: b"o".to_vec(),
+            stderr: noise(6, 5000),
+            outputs: vec![(OutputKind::Primary, noise(7, 100))],
+        };
+        assert_eq!(decode(&encode(&entry).unwrap()).unwrap(), entry);
     }
 
     #[test]
@@ -434,6 +572,19 @@ mod tests {
             let bit = bit % (bytes.len() * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(is_corrupt(decode(&bytes)));
+        }
+
+        #[test]
+        fn any_entry_round_trips(
+            stdout in proptest::collection::vec(any::<u8>(), 0..300),
+            stderr in proptest::collection::vec(any::<u8>(), 0..300),
+            outputs in proptest::collection::vec(
+                (prop_oneof![Just(OutputKind::Primary), Just(OutputKind::Dependency), Just(OutputKind::CallGraphInfo)],
+                 proptest::collection::vec(any::<u8>(), 0..300)),
+                0..5),
+        ) {
+            let entry = Entry { stdout, stderr, outputs };
+            prop_assert_eq!(decode(&encode(&entry).unwrap()).unwrap(), entry);
         }
 
         #[test]
