@@ -30,7 +30,7 @@ const MAGIC: &[u8; 7] = b"MSHCENT";
 /// The version of the layout described in the module documentation.
 pub const FORMAT_VERSION: u8 = 1;
 /// Bytes before the compressed payload: magic, version, length, checksum.
-pub const HEADER_LEN: usize = 48;
+const HEADER_LEN: usize = 48;
 /// The largest uncompressed payload accepted on either side (4 GiB).
 pub const MAX_PAYLOAD_LEN: u64 = 4 << 30;
 /// zstd level: see the module documentation for the measurement behind it.
@@ -215,7 +215,8 @@ impl<R> Source<R> {
 }
 
 /// Decodes an entry from a reader (such as an open entry file), without buffering the
-/// compressed bytes: peak memory is about twice the uncompressed entry.
+/// compressed bytes: peak memory is the uncompressed entry plus a copy of all but its largest
+/// field.
 ///
 /// An error of the reader itself is [`EntryError::Io`]; anything wrong with the bytes is
 /// [`EntryError::Corrupt`].

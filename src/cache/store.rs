@@ -29,7 +29,7 @@ const ENTRY_SUFFIX: &str = ".entry";
 /// Subdirectory holding files being written.
 const TMP_DIR: &str = "tmp";
 /// Temporary files older than this are removed at open: their writer is gone.
-pub const STALE_TEMP_AGE: Duration = Duration::from_secs(5 * 60);
+const STALE_TEMP_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +155,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Opens (creating, mode 0700) the store in `dir`, indexes the entries already there and
-    /// removes temporary files older than [`STALE_TEMP_AGE`]. Fails if `dir` cannot be created or
+    /// removes temporary files older than five minutes. Fails if `dir` cannot be created or
     /// written.
     pub fn open(dir: PathBuf, max_bytes: u64) -> Result<Self, StoreError> {
         create_dir(&dir, true)?;
