@@ -3,4 +3,8 @@
 //! See `docs/architecture.md` for how the parts fit together.
 
 pub mod cache;
+pub mod cli;
 pub mod compiler;
+pub mod config;
+pub mod node;
+pub mod wrapper;

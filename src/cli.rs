@@ -1,0 +1,254 @@
+//! The `meshcc` command line: subcommands for the daemon, statistics and explanations.
+//! (Compiler calls never get here: `main` sends them to the wrapper first.)
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::compiler::args::{self, ArgContext, CompilerFamily, PathKind, Verdict};
+use crate::compiler::rsp;
+use crate::config::Config;
+use crate::node::ipc::{Reply, Request};
+use crate::node::stats::{self, StatsSnapshot};
+use crate::wrapper::{self, client, locate};
+
+/// meshcc: a compiler wrapper with an exact cache, growing into a compile mesh.
+///
+/// Use it as `CC="meshcc gcc"`, or as a symlink named after the compiler (`gcc -> meshcc`).
+#[derive(Debug, Parser)]
+#[command(name = "meshcc", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node daemon in the foreground (wrappers start it on their own when needed).
+    Daemon,
+    /// Stop the running daemon.
+    Stop,
+    /// Show the statistics (also `meshcc -s`).
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Zero the counters.
+        #[arg(long, short = 'z')]
+        zero: bool,
+    },
+    /// Tell what meshcc would do with a compiler call, without running anything.
+    Explain {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// The compiler and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+/// The subcommand names, so `main` can tell them from compiler names.
+pub const SUBCOMMANDS: &[&str] = &["daemon", "stop", "stats", "explain", "help"];
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a subcommand.
+pub fn run(cli: Cli) -> ExitCode {
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshcc: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Daemon => daemon(config),
+        Command::Stop => stop(&config),
+        Command::Stats { json, zero } => stats_cmd(&config, json, zero),
+        Command::Explain { json, command } => explain(&config, json, &command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshcc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn daemon(config: Config) -> anyhow::Result<ExitCode> {
+    init_logging(&config.log_filter);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::node::server::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop(config: &Config) -> anyhow::Result<ExitCode> {
+    match client::request(&config.paths, &Request::Stop, false) {
+        Ok(_) => {
+            // The daemon releases its lock when it has drained; wait for that.
+            let lock = config.paths.daemon_lock();
+            for _ in 0..600 {
+                let Ok(f) = std::fs::OpenOptions::new().write(true).open(&lock) else {
+                    break;
+                };
+                if nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            println!("meshcc daemon stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(client::ClientError::NotRunning) => {
+            println!("no meshcc daemon is running");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn stats_cmd(config: &Config, json: bool, zero: bool) -> anyhow::Result<ExitCode> {
+    let file = config.paths.data_dir.join("stats.json");
+    if zero {
+        match client::request(&config.paths, &Request::ZeroStats, false) {
+            Ok(_) => {}
+            Err(client::ClientError::NotRunning) => {
+                if file.exists() {
+                    stats::write_file(&file, &StatsSnapshot::default())?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        println!("statistics zeroed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let snapshot = match client::request(&config.paths, &Request::Stats, false) {
+        Ok(Reply::Stats(s)) => *s,
+        Ok(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
+        Err(client::ClientError::NotRunning) => {
+            let mut s = stats::read_file(&file).unwrap_or_default();
+            s.cache_max_bytes = config.cache_max_bytes;
+            s
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", snapshot.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The answer of `meshcc explain`.
+#[derive(Debug, serde::Serialize)]
+struct Explanation {
+    compile: bool,
+    cacheable: bool,
+    distributable: bool,
+    /// The first reason something is "no", as a stable key.
+    reason_code: Option<&'static str>,
+    /// The same, in words.
+    reason: Option<String>,
+    outputs: Vec<String>,
+    compiler: Option<String>,
+}
+
+fn explain(config: &Config, json: bool, command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let Some((name, rest)) = command.split_first() else {
+        anyhow::bail!("usage: meshcc explain [--json] -- <compiler> <args…>");
+    };
+    let cwd = wrapper::apparent_cwd()?;
+    let (search, var) = match &config.compiler_path {
+        Some(p) => (Some(OsString::from(p)), "MESHCC_PATH"),
+        None => (std::env::var_os("PATH"), "PATH"),
+    };
+    let self_exe = std::env::current_exe()?;
+    let compiler = locate::find_compiler(name, search.as_deref(), var, &cwd, &self_exe).ok();
+    let family_name = compiler
+        .as_ref()
+        .and_then(|c| c.canonicalize().ok())
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| name.to_string_lossy().into_owned());
+    let raw: Vec<String> = rest
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let read = |n: &str| std::fs::read_to_string(cwd.join(n));
+    let args = rsp::expand_response_files(&raw, &read)?;
+    let path_kind = |p: &Path| match std::fs::metadata(cwd.join(p)) {
+        Ok(m) if m.is_dir() => PathKind::Dir,
+        Ok(_) => PathKind::File,
+        Err(_) => PathKind::Missing,
+    };
+    let ctx = ArgContext {
+        family: CompilerFamily::from_name(&family_name),
+        path_kind: &path_kind,
+        dependency_env_set: std::env::var_os("DEPENDENCIES_OUTPUT").is_some()
+            || std::env::var_os("SUNPRO_DEPENDENCIES").is_some(),
+    };
+    let mut e = Explanation {
+        compile: false,
+        cacheable: false,
+        distributable: false,
+        reason_code: None,
+        reason: None,
+        outputs: Vec::new(),
+        compiler: compiler.as_ref().map(|c| c.display().to_string()),
+    };
+    match args::classify(&args, &ctx) {
+        Verdict::NotCompile(why) => {
+            e.reason_code = Some(why.reason());
+            e.reason = Some(why.to_string());
+        }
+        Verdict::Uncacheable(why) => {
+            e.compile = true;
+            e.reason_code = Some(why.reason());
+            e.reason = Some(why.to_string());
+        }
+        Verdict::Cacheable(job) => {
+            e.compile = true;
+            e.cacheable = true;
+            e.outputs = job.outputs.iter().map(|o| o.path.clone()).collect();
+            match &job.distributable {
+                Ok(()) => e.distributable = true,
+                Err(why) => {
+                    e.reason_code = Some(why.reason());
+                    e.reason = Some(why.to_string());
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "compiler:       {}",
+            e.compiler.as_deref().unwrap_or("(not found)")
+        );
+        println!("compile:        {}", yn(e.compile));
+        println!("cacheable:      {}", yn(e.cacheable));
+        println!("distributable:  {}", yn(e.distributable));
+        if let Some(r) = &e.reason {
+            println!("reason:         {r}");
+        }
+        if !e.outputs.is_empty() {
+            println!("outputs:        {}", e.outputs.join(" "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,399 @@
+//! The job pipeline of one compile on the node: classify, identify the toolchain, preprocess,
+//! derive the key, look in the cache, and on a miss compile and store the result.
+//!
+//! The pipeline owns its job: whatever fails on the way (the toolchain, the cache, the
+//! preprocessor), the caller gets exactly what the direct compiler would have given, or is told
+//! to run the compiler itself.
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::cache::entry::Entry;
+use crate::cache::key::{self, KeyInputs};
+use crate::cache::store::{LocalStore, StoreError};
+use crate::compiler::args::{self, ArgContext, CompileJob, CompilerFamily, PathKind, Verdict};
+use crate::compiler::color;
+use crate::compiler::toolchain::Toolchains;
+use crate::node::ipc::{CompileRequest, Reply};
+use crate::node::stats::{Event, Stats};
+
+/// Identifies one job in logs; unique within a daemon's life, and random across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct JobId(pub u64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The shared state every job of a node uses.
+pub struct Pipeline {
+    store: Option<Arc<LocalStore>>,
+    toolchains: Arc<Toolchains>,
+    stats: Arc<Stats>,
+    next_job: AtomicU64,
+}
+
+/// What a process printed and how it ended.
+struct Ran {
+    exit_code: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// A file system view relative to the compile's working directory.
+fn path_kind_in(cwd: &Path) -> impl Fn(&Path) -> PathKind + '_ {
+    move |p: &Path| match std::fs::metadata(cwd.join(p)) {
+        Ok(m) if m.is_dir() => PathKind::Dir,
+        Ok(_) => PathKind::File,
+        Err(_) => PathKind::Missing,
+    }
+}
+
+impl Pipeline {
+    /// Creates the pipeline. `store` is `None` when the cache cannot be used: every compile
+    /// then runs locally.
+    pub fn new(store: Option<Arc<LocalStore>>, stats: Arc<Stats>) -> Self {
+        let seed = blake3::hash(
+            format!(
+                "{}:{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            )
+            .as_bytes(),
+        );
+        let mut start = [0u8; 8];
+        start.copy_from_slice(&seed.as_bytes()[..8]);
+        Self {
+            store,
+            toolchains: Arc::new(Toolchains::new()),
+            stats,
+            next_job: AtomicU64::new(u64::from_le_bytes(start) >> 16 << 16),
+        }
+    }
+
+    /// Runs one compile request to its reply.
+    pub async fn compile(&self, req: CompileRequest) -> Reply {
+        let job = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
+        let span = info_span!("job", %job, input = tracing::field::Empty);
+        self.compile_job(req, &span).instrument(span.clone()).await
+    }
+
+    async fn compile_job(&self, req: CompileRequest, span: &tracing::Span) -> Reply {
+        let cwd = PathBuf::from(&req.cwd);
+        let family = CompilerFamily::from_name(
+            &Path::new(&req.compiler)
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| req.compiler_name.clone()),
+        );
+        let env_get = |k: &str| req.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let path_kind = path_kind_in(&cwd);
+        let ctx = ArgContext {
+            family,
+            path_kind: &path_kind,
+            dependency_env_set: env_get("DEPENDENCIES_OUTPUT").is_some()
+                || env_get("SUNPRO_DEPENDENCIES").is_some(),
+        };
+        let job = match args::classify(&req.args, &ctx) {
+            Verdict::Cacheable(job) => job,
+            // The wrapper classified this as cacheable; the file system changed since. Run it.
+            Verdict::Uncacheable(why) => {
+                self.stats.count(Event::Uncacheable(why.reason()));
+                return self.run_uncached(&req).await;
+            }
+            Verdict::NotCompile(why) => {
+                self.stats.count(Event::NotCompile(why.reason()));
+                return self.run_uncached(&req).await;
+            }
+        };
+        span.record("input", job.input.as_str());
+        let Some(store) = self.store.clone() else {
+            self.stats.count(Event::Error("cache_unavailable"));
+            return self.run_uncached(&req).await;
+        };
+
+        let toolchains = self.toolchains.clone();
+        let compiler = PathBuf::from(&req.compiler);
+        let identity =
+            tokio::task::spawn_blocking(move || toolchains.identify(&compiler, family)).await;
+        let toolchain = match identity {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                warn!("{e}");
+                self.stats.count(Event::Error("toolchain"));
+                return self.run_uncached(&req).await;
+            }
+            Err(e) => {
+                warn!("toolchain task failed: {e}");
+                self.stats.count(Event::Error("internal"));
+                return self.run_uncached(&req).await;
+            }
+        };
+
+        let (source, cpp_stderr) = if job.language.needs_preprocessing() {
+            match run(&req, &req.compiler, &job.preprocess_args).await {
+                Ok(ran) if ran.exit_code == 0 => (ran.stdout, ran.stderr),
+                Ok(_) => {
+                    // Let the real compile report the preprocessor's error exactly.
+                    self.stats.count(Event::Uncacheable("preprocessor_error"));
+                    return self.run_uncached(&req).await;
+                }
+                Err(e) => return self.cannot_run(&req, e),
+            }
+        } else {
+            match tokio::fs::read(cwd.join(&job.input)).await {
+                Ok(bytes) => (bytes, Vec::new()),
+                Err(_) => {
+                    self.stats.count(Event::Uncacheable("input_unreadable"));
+                    return self.run_uncached(&req).await;
+                }
+            }
+        };
+        let key = key::derive(&KeyInputs {
+            toolchain: &toolchain.0,
+            compiler_name: &req.compiler_name,
+            key_args: &job.key_args,
+            cwd: job.key_includes_cwd.then_some(req.cwd.as_str()),
+            env: &env_get,
+            source: &source,
+            preprocessor_stderr: &cpp_stderr,
+        });
+        drop(source);
+        debug!(%key, "key derived");
+
+        let lookup_store = store.clone();
+        let found = tokio::task::spawn_blocking(move || lookup_store.get(&key)).await;
+        match found {
+            Ok(Ok(Some(entry))) => match write_outputs(&cwd, &job, &entry, req.umask) {
+                Ok(()) => {
+                    debug!("cache hit");
+                    self.stats.count(Event::Hit);
+                    return self.replay(&req, &job, 0, entry.stdout, entry.stderr);
+                }
+                Err(e) => {
+                    warn!("cannot write cached outputs: {e}");
+                    self.stats.count(Event::Error("output_write"));
+                }
+            },
+            Ok(Ok(None)) => {}
+            Ok(Err(StoreError::Corrupt { path, reason })) => {
+                warn!(path = %path.display(), %reason, "corrupt cache entry dropped");
+                self.stats.count(Event::Error("corrupt_entry"));
+            }
+            Ok(Err(e)) => {
+                warn!("cache read failed: {e}");
+                self.stats.count(Event::Error("cache_read"));
+            }
+            Err(e) => {
+                warn!("cache task failed: {e}");
+                self.stats.count(Event::Error("internal"));
+            }
+        }
+
+        debug!("cache miss");
+        self.stats.count(Event::Miss);
+        let mut compile_args = req.args.clone();
+        if !job.records_command_line {
+            compile_args.push(color::FORCE_COLOR_FLAG.to_string());
+        }
+        let ran = match run(&req, &req.compiler, &compile_args).await {
+            Ok(ran) => ran,
+            Err(e) => return self.cannot_run(&req, e),
+        };
+        self.stats.count(Event::LocalCompile);
+        if ran.exit_code != 0 {
+            self.stats.count(Event::CompileFailed);
+            return self.replay(&req, &job, ran.exit_code, ran.stdout, ran.stderr);
+        }
+        match read_outputs(&cwd, &job) {
+            Ok(outputs) => {
+                let entry = Entry {
+                    stdout: ran.stdout,
+                    stderr: ran.stderr,
+                    outputs,
+                };
+                let stored = tokio::task::spawn_blocking(move || {
+                    let result = store.put(&key, &entry);
+                    (result, entry)
+                })
+                .await;
+                match stored {
+                    Ok((result, entry)) => {
+                        if let Err(e) = result {
+                            warn!("cannot store in the cache: {e}");
+                            self.stats.count(Event::Error("cache_write"));
+                        }
+                        self.replay(&req, &job, 0, entry.stdout, entry.stderr)
+                    }
+                    Err(e) => {
+                        warn!("cache task failed: {e}");
+                        self.stats.count(Event::Error("internal"));
+                        Reply::RunLocally {
+                            reason: "internal error while storing the result".into(),
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!("compile succeeded but its outputs are unreadable: {e}");
+                self.stats.count(Event::Error("output_missing"));
+                self.replay(&req, &job, 0, ran.stdout, ran.stderr)
+            }
+        }
+    }
+
+    /// Runs the compile as given, uncached, capturing its output exactly as the wrapper would
+    /// have seen it.
+    async fn run_uncached(&self, req: &CompileRequest) -> Reply {
+        match run(req, &req.compiler, &req.args).await {
+            Ok(ran) => {
+                self.stats.count(Event::LocalCompile);
+                if ran.exit_code != 0 {
+                    self.stats.count(Event::CompileFailed);
+                }
+                Reply::Compiled {
+                    exit_code: ran.exit_code,
+                    stdout: ran.stdout,
+                    stderr: ran.stderr,
+                }
+            }
+            Err(e) => self.cannot_run(req, e),
+        }
+    }
+
+    fn cannot_run(&self, req: &CompileRequest, e: std::io::Error) -> Reply {
+        warn!(compiler = %req.compiler, "cannot run the compiler: {e}");
+        self.stats.count(Event::Error("compiler_run"));
+        Reply::RunLocally {
+            reason: format!("the daemon cannot run {}: {e}", req.compiler),
+        }
+    }
+
+    /// Builds the reply, colouring stderr as the direct compiler would have.
+    fn replay(
+        &self,
+        req: &CompileRequest,
+        job: &CompileJob,
+        exit_code: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    ) -> Reply {
+        let env_get = |k: &str| req.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let colour = color::wanted(
+            job.color,
+            req.stderr_is_tty,
+            env_get("TERM"),
+            env_get("GCC_COLORS"),
+        );
+        Reply::Compiled {
+            exit_code,
+            stdout,
+            stderr: if colour { stderr } else { color::strip(&stderr) },
+        }
+    }
+}
+
+/// Runs the compiler with `args` in the caller's directory and environment.
+async fn run(req: &CompileRequest, program: &str, args: &[String]) -> std::io::Result<Ran> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(&req.cwd)
+        .env_clear()
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .env("PWD", &req.cwd)
+        // A compiler that is itself a wrapper calling meshcc runs straight through.
+        .env("MESHCC_DISABLE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only sets a flag of the child process.
+    unsafe {
+        cmd.pre_exec(|| {
+            // The compiler dies with the daemon, so a wrapper that falls back to compiling
+            // itself never races a leftover compile writing the same files.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let out = cmd.output().await?;
+    use std::os::unix::process::ExitStatusExt;
+    let exit_code = out
+        .status
+        .code()
+        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+    Ok(Ran {
+        exit_code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    })
+}
+
+/// Reads the outputs a successful compile wrote. The primary output must exist; side outputs
+/// that the compiler chose not to write are left out.
+fn read_outputs(
+    cwd: &Path,
+    job: &CompileJob,
+) -> std::io::Result<Vec<(args::OutputKind, Vec<u8>)>> {
+    let mut outputs = Vec::with_capacity(job.outputs.len());
+    for out in &job.outputs {
+        match std::fs::read(cwd.join(&out.path)) {
+            Ok(bytes) => outputs.push((out.kind, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound
+                && out.kind != args::OutputKind::Primary => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", out.path),
+                ))
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+/// Writes a cached entry's outputs where the compile would have: each to a temporary file in
+/// the same directory, renamed into place, so a reader never sees half a file.
+fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    for (kind, bytes) in &entry.outputs {
+        let Some(out) = job.outputs.iter().find(|o| o.kind == *kind) else {
+            continue;
+        };
+        let dest = cwd.join(&out.path);
+        if out.path == "/dev/null" {
+            continue;
+        }
+        let dir = dest.parent().unwrap_or(cwd);
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.meshcc-{}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o666 & !umask)
+                .open(&tmp)?;
+            f.write_all(bytes)?;
+            // The mode given to open is masked by the daemon's umask; set the caller's.
+            f.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask))?;
+            std::fs::rename(&tmp, &dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
+    }
+    Ok(())
+}

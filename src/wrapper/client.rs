@@ -1,0 +1,128 @@
+//! The wrapper's side of the daemon socket: connect, start the daemon when none runs (race-free
+//! when many wrappers start at once), send one request and read the reply.
+
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::config::{ensure_private_dir, ConfigError, Paths};
+use crate::node::ipc::{self, CounterEvent, IpcError, Reply, Request};
+
+/// How long a wrapper waits for a daemon it started to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon runs and auto-start was not asked for.
+    #[error("no meshcc daemon is running")]
+    NotRunning,
+    /// The runtime directory is unusable.
+    #[error(transparent)]
+    Dir(#[from] ConfigError),
+    /// The daemon could not be started; says where its log is.
+    #[error("cannot start the meshcc daemon: {reason} (see {log})")]
+    Start {
+        /// What went wrong.
+        reason: String,
+        /// The daemon log.
+        log: String,
+    },
+    /// The conversation failed (the daemon died, or spoke nonsense).
+    #[error(transparent)]
+    Ipc(#[from] IpcError),
+}
+
+fn connect(paths: &Paths) -> std::io::Result<UnixStream> {
+    UnixStream::connect(paths.socket())
+}
+
+/// Connects to the daemon, starting it first if `autostart` and none runs.
+pub fn connect_or_start(paths: &Paths, autostart: bool) -> Result<UnixStream, ClientError> {
+    if let Ok(s) = connect(paths) {
+        return Ok(s);
+    }
+    if !autostart {
+        return Err(ClientError::NotRunning);
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    ensure_private_dir(&paths.runtime_dir, uid)?;
+    ensure_private_dir(&paths.data_dir, uid)?;
+    let start_err = |reason: String| ClientError::Start {
+        reason,
+        log: paths.daemon_log().display().to_string(),
+    };
+    // One wrapper at a time starts the daemon; the others wait here, then find it running.
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.start_lock())
+        .map_err(|e| start_err(format!("cannot open {}: {e}", paths.start_lock().display())))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| start_err(format!("cannot lock {}: {e}", paths.start_lock().display())))?;
+    if let Ok(s) = connect(paths) {
+        return Ok(s);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())
+        .map_err(|e| start_err(format!("cannot open the log: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| start_err(format!("cannot find meshcc: {e}")))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid and close_range are async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Own session: the daemon outlives the build and ignores its terminal's signals.
+            libc::setsid();
+            // Do not hold the build's pipes (make's jobserver, a test's stdout) open.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| start_err(format!("cannot run it: {e}")))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(s) = connect(paths) {
+            return Ok(s);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // Lost a race with a daemon started by hand? Then it answers now.
+            return connect(paths)
+                .map_err(|_| start_err(format!("it exited at once ({status})")));
+        }
+        if Instant::now() > deadline {
+            return Err(start_err(format!(
+                "it did not answer within {START_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends one request and waits for the reply.
+pub fn request(paths: &Paths, req: &Request, autostart: bool) -> Result<Reply, ClientError> {
+    let mut stream = connect_or_start(paths, autostart)?;
+    ipc::write_sync(&mut stream, req)?;
+    Ok(ipc::read_sync(&mut stream, ipc::MAX_REPLY)?)
+}
+
+/// Reports a call the wrapper ran directly; fire-and-forget, never blocks, never fails.
+pub fn count(paths: &Paths, event: &CounterEvent) {
+    let Ok(bytes) = ipc::encode_payload(event) else {
+        return;
+    };
+    if let Ok(sock) = UnixDatagram::unbound() {
+        let _ = sock.set_nonblocking(true);
+        let _ = sock.send_to(&bytes, paths.stats_socket());
+    }
+}
