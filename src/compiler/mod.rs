@@ -2,3 +2,4 @@
 //! preprocessing and running it.
 
 pub mod args;
+pub mod rsp;
