@@ -1437,3 +1437,1116 @@ fn key_args(
     }
     key
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILES: &[&str] = &[
+        "foo.c",
+        "src/foo.c",
+        "a.c",
+        "b.c",
+        "x.cpp",
+        "x.CXX",
+        "x.sx",
+        "x.s",
+        "x.S",
+        "x.i",
+        "x.ii",
+        "x.h",
+        "x.hpp",
+        "x.m",
+        "x.mm",
+        "x.ccc",
+        "conftest.c",
+        "src/conftest.cpp",
+        "src/foo",
+        "src/foo.c.c",
+        ".c",
+        "pre.h",
+        "pch.h",
+        "pch.h.gch",
+        "out/existing.o",
+        "file",
+    ];
+    const DIRS: &[&str] = &["out", "src", "/", "/tmp", "dir", "pchdir.h.gch"];
+
+    fn fake_fs(path: &Path) -> PathKind {
+        let p = path.to_str().unwrap_or("");
+        let trimmed = if p.len() > 1 {
+            p.trim_end_matches('/')
+        } else {
+            p
+        };
+        if FILES.contains(&p) {
+            PathKind::File
+        } else if DIRS.contains(&trimmed) {
+            PathKind::Dir
+        } else {
+            PathKind::Missing
+        }
+    }
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn classify_with(family: CompilerFamily, env: bool, args: &[&str]) -> Verdict {
+        let ctx = ArgContext {
+            family,
+            path_kind: &fake_fs,
+            dependency_env_set: env,
+        };
+        classify(&strings(args), &ctx)
+    }
+
+    fn gcc(args: &[&str]) -> Verdict {
+        classify_with(CompilerFamily::Gcc, false, args)
+    }
+
+    fn clang(args: &[&str]) -> Verdict {
+        classify_with(CompilerFamily::Clang, false, args)
+    }
+
+    fn job_of(v: Verdict) -> CompileJob {
+        match v {
+            Verdict::Cacheable(job) => job,
+            other => panic!("expected cacheable, got {other:?}"),
+        }
+    }
+
+    fn job(args: &[&str]) -> CompileJob {
+        job_of(gcc(args))
+    }
+
+    fn outputs_of(job: &CompileJob) -> Vec<(OutputKind, &str)> {
+        job.outputs
+            .iter()
+            .map(|o| (o.kind, o.path.as_str()))
+            .collect()
+    }
+
+    fn unsupported_opt(args: &[&str]) -> String {
+        match gcc(args) {
+            Verdict::Uncacheable(Uncacheable::UnsupportedOption(o)) => o,
+            other => panic!("expected unsupported option for {args:?}, got {other:?}"),
+        }
+    }
+
+    use OutputKind::*;
+
+    #[test]
+    fn not_a_compile() {
+        let cases: &[(&[&str], NotCompile)] = &[
+            (&["foo.c", "-o", "foo"], NotCompile::Link),
+            (&["foo.c", "a.c"], NotCompile::Link),
+            (&["-E", "foo.c"], NotCompile::Preprocess),
+            (&["-E", "-c", "foo.c"], NotCompile::Preprocess),
+            (
+                &["-E", "-save-temps", "-c", "foo.c"],
+                NotCompile::Preprocess,
+            ),
+            (&["-M", "foo.c"], NotCompile::DependenciesOnly),
+            (&["-MM", "-c", "foo.c"], NotCompile::DependenciesOnly),
+            (&["--version"], NotCompile::NoInput),
+            (&["-c", "-O2"], NotCompile::NoInput),
+            (&["-c", "missing.c"], NotCompile::NoInput),
+            (&["-c", "src"], NotCompile::NoInput),
+            (&["-c", "conftest.c"], NotCompile::ConfigureProbe),
+            (
+                &["src/conftest.cpp", "-o", "conftest"],
+                NotCompile::ConfigureProbe,
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(gcc(args), Verdict::NotCompile(expected.clone()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn uncacheable_verdicts() {
+        let cases: &[(&[&str], Uncacheable)] = &[
+            (&["-c", "a.c", "b.c"], Uncacheable::MultipleSourceFiles),
+            (&["-c", "foo.c", "-o", "-"], Uncacheable::OutputToStdout),
+            (
+                &["-c", "x.ccc"],
+                Uncacheable::UnsupportedLanguage(".ccc".into()),
+            ),
+            (
+                &["-c", "file"],
+                Uncacheable::UnsupportedLanguage("file (no known extension)".into()),
+            ),
+            (
+                &["-x", "fortran", "-c", "foo.c"],
+                Uncacheable::UnsupportedLanguage("-x fortran".into()),
+            ),
+            (
+                &["-c", "foo.c", "-o", "out"],
+                Uncacheable::BadOutputFile("out".into()),
+            ),
+            (
+                &["-c", "foo.c", "-o", "missing/x.o"],
+                Uncacheable::BadOutputFile("missing/x.o".into()),
+            ),
+            (
+                &["-c", "foo.c", "-o", "file/x.o"],
+                Uncacheable::BadOutputFile("file/x.o".into()),
+            ),
+            (
+                &["-c", "foo.c", "-I"],
+                Uncacheable::BadArguments("-I needs a value".into()),
+            ),
+            (
+                &["-c", "foo.c", "-o"],
+                Uncacheable::BadArguments("-o needs a value".into()),
+            ),
+            (
+                &["-c", "foo.c", "-Xclang"],
+                Uncacheable::BadArguments("-Xclang needs a value".into()),
+            ),
+            (
+                &["-c", "foo.c", "-x"],
+                Uncacheable::BadArguments("-x needs a value".into()),
+            ),
+            (
+                &["-c", "foo.c", "-MF"],
+                Uncacheable::BadArguments("-MF needs a value".into()),
+            ),
+            (
+                &["-c", "foo.c", "-fdiagnostics-color=sometimes"],
+                Uncacheable::BadArguments(
+                    "-fdiagnostics-color=sometimes: expected always, never or auto".into(),
+                ),
+            ),
+            (&["-c", "x.h"], Uncacheable::PrecompiledHeader),
+            (
+                &["-x", "c++-header", "-c", "foo.c"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-o", "foo.gch"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-o", "foo.pch"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-include-pch", "x.pch"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-fpch-preprocess"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-emit-pch"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-include", "pch.h"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-includepch.h"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "--include=pch.h"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (
+                &["-c", "foo.c", "-include", "pchdir.h"],
+                Uncacheable::PrecompiledHeader,
+            ),
+            (&["-c", "foo.c", "-fprofile-use"], Uncacheable::ProfileUse),
+            (
+                &["-c", "foo.c", "-fprofile-use=dir"],
+                Uncacheable::ProfileUse,
+            ),
+            (
+                &["-c", "foo.c", "-fprofile-instr-use=x"],
+                Uncacheable::ProfileUse,
+            ),
+            (
+                &["-c", "foo.c", "-fprofile-sample-use=x"],
+                Uncacheable::ProfileUse,
+            ),
+            (&["-c", "foo.c", "-fauto-profile"], Uncacheable::ProfileUse),
+            (
+                &["-c", "foo.c", "-fbranch-probabilities"],
+                Uncacheable::ProfileUse,
+            ),
+            (&["-c", "foo.c", "-"], Uncacheable::MultipleSourceFiles),
+            (
+                &["-x", "c", "-c", "-"],
+                Uncacheable::UnsupportedOption("- (standard input)".into()),
+            ),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(
+                gcc(args),
+                Verdict::Uncacheable(expected.clone()),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            classify_with(CompilerFamily::Gcc, true, &["-c", "foo.c"]),
+            Verdict::Uncacheable(Uncacheable::UnsupportedEnvironment)
+        );
+        // An output in an existing directory, an existing file and /dev/null are fine.
+        for out in [
+            "out/x.o",
+            "/tmp/x.o",
+            "out/existing.o",
+            "/dev/null",
+            "/x.o",
+            "x.o",
+        ] {
+            job(&["-c", "foo.c", "-o", out]);
+        }
+        // The first problem found wins.
+        assert_eq!(
+            unsupported_opt(&["-c", "foo.c", "-save-temps", "-frepo"]),
+            "-save-temps"
+        );
+    }
+
+    #[test]
+    fn too_hard_options_in_every_spelling() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-save-temps"], "-save-temps"),
+            (&["-save-temps=obj"], "-save-temps=obj"),
+            (&["--save-temps"], "--save-temps"),
+            (&["-fdump-tree-all"], "-fdump-tree-all"),
+            (&["-fdump-ipa-clones"], "-fdump-ipa-clones"),
+            (&["-frepo"], "-frepo"),
+            (&["-gtoggle"], "-gtoggle"),
+            (&["-ftime-trace"], "-ftime-trace"),
+            (&["-ftime-trace=x.json"], "-ftime-trace=x.json"),
+            (&["-wrapper", "gdb"], "-wrapper"),
+            (&["-MJ", "x.json"], "-MJ"),
+            (&["-MJx.json"], "-MJx.json"),
+            (&["-fmodules"], "-fmodules"),
+            (&["-fmodules-ts"], "-fmodules-ts"),
+            (&["-fmodule-header"], "-fmodule-header"),
+            (&["-fmodule-header=user"], "-fmodule-header=user"),
+            (&["-fprofile-dir=d"], "-fprofile-dir=d"),
+            (&["-fprofile-note=x"], "-fprofile-note=x"),
+            (&["-Wa,-adhln=x.lst"], "-Wa,-adhln=x.lst"),
+            (&["-Wa,--noexecstack,-al"], "-Wa,--noexecstack,-al"),
+            (&["-Xassembler", "-al"], "-Xassembler"),
+            (
+                &["--serialize-diagnostics", "x.dia"],
+                "--serialize-diagnostics",
+            ),
+            (&["-Xclang", "-load"], "-Xclang"),
+            (&["-fplugin=x.so"], "-fplugin=x.so"),
+            (&["-fplugin-arg-x-y"], "-fplugin-arg-x-y"),
+            (&["-specs=x"], "-specs=x"),
+            (&["-specs", "x"], "-specs"),
+            (&["--specs=x"], "--specs=x"),
+            (&["--specs", "x"], "--specs"),
+            (&["-B", "dir"], "-B"),
+            (&["-Bdir"], "-Bdir"),
+            (&["-###"], "-###"),
+            (&["-fsanitize-ignorelist=x"], "-fsanitize-ignorelist=x"),
+            (&["-fsanitize-blacklist=x"], "-fsanitize-blacklist=x"),
+            (&["-gsplit-dwarf=single"], "-gsplit-dwarf=single"),
+            (&["-Wp,-MF,x"], "-Wp,-MF,x"),
+            (&["-Wp,-P"], "-Wp,-P"),
+            (&["-Xpreprocessor", "-MD"], "-Xpreprocessor -MD"),
+            (&["-M", "-MD"], "-M"),
+            (&["-MD", "-Wp,-MMD,x.d"], "-Wp,-MMD,x.d"),
+            (&["-Wp,-MD,x.d", "-MF", "y.d"], "-Wp,-MD,x.d"),
+            (&["-dumpbase", "x"], "-dumpbase"),
+            (&["-fopt-info-all=x"], "-fopt-info-all=x"),
+        ];
+        for (extra, name) in cases {
+            let mut args = vec!["-c", "foo.c"];
+            args.extend_from_slice(extra);
+            assert_eq!(unsupported_opt(&args), *name, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn languages_from_extension_per_family() {
+        let cases: &[(&str, Option<Language>, Option<Language>)] = &[
+            ("foo.c", Some(Language::C), Some(Language::C)),
+            ("x.cpp", Some(Language::Cxx), Some(Language::Cxx)),
+            ("x.CXX", None, Some(Language::Cxx)),
+            ("x.sx", Some(Language::AsmWithCpp), None),
+            (
+                "x.S",
+                Some(Language::AsmWithCpp),
+                Some(Language::AsmWithCpp),
+            ),
+            ("x.s", Some(Language::Asm), Some(Language::Asm)),
+            ("x.i", Some(Language::CppOutput), Some(Language::CppOutput)),
+            (
+                "x.ii",
+                Some(Language::CxxCppOutput),
+                Some(Language::CxxCppOutput),
+            ),
+            ("x.m", Some(Language::ObjC), Some(Language::ObjC)),
+            ("x.mm", Some(Language::ObjCxx), Some(Language::ObjCxx)),
+        ];
+        for (input, g, c) in cases {
+            for (family, expected) in [(CompilerFamily::Gcc, g), (CompilerFamily::Clang, c)] {
+                match (classify_with(family, false, &["-c", input]), expected) {
+                    (Verdict::Cacheable(job), Some(lang)) => assert_eq!(job.language, *lang),
+                    (Verdict::Uncacheable(Uncacheable::UnsupportedLanguage(_)), None) => {}
+                    (other, _) => panic!("{family:?} {input}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            clang(&["-c", "x.hpp"]),
+            Verdict::Uncacheable(Uncacheable::PrecompiledHeader)
+        );
+    }
+
+    #[test]
+    fn language_from_x() {
+        assert_eq!(job(&["-x", "c++", "-c", "foo.c"]).language, Language::Cxx);
+        assert_eq!(job(&["-xc++", "-c", "foo.c"]).language, Language::Cxx);
+        assert_eq!(job(&["-x", "c", "-c", "src/foo"]).language, Language::C);
+        assert_eq!(
+            job(&["-x", "assembler", "-x", "none", "-c", "foo.c"]).language,
+            Language::C
+        );
+        assert_eq!(
+            job(&["-x", "c", "-x", "c++", "-c", "foo.c"]).language,
+            Language::Cxx
+        );
+        // -x after the input does not apply to it.
+        assert_eq!(job(&["-c", "foo.c", "-x", "c++"]).language, Language::C);
+        // -xHost is an ordinary option, kept in the key.
+        let j = job(&["-xHost", "-c", "foo.c"]);
+        assert_eq!(j.language, Language::C);
+        assert!(j.key_args.contains(&"-xHost".to_string()));
+        for lang in [
+            "c",
+            "c++",
+            "objective-c",
+            "objective-c++",
+            "assembler-with-cpp",
+            "assembler",
+            "cpp-output",
+            "c++-cpp-output",
+        ] {
+            assert_eq!(job(&["-x", lang, "-c", "foo.c"]).language.as_x_arg(), lang);
+        }
+    }
+
+    #[test]
+    fn primary_output_names() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["-c", "foo.c"], "foo.o"),
+            (&["-c", "src/foo.c"], "foo.o"),
+            (&["-c", "src/foo.c.c"], "foo.c.o"),
+            (&["-x", "c", "-c", "src/foo"], "foo.o"),
+            (&["-S", "foo.c"], "foo.s"),
+            (&["-c", "-S", "foo.c"], "foo.s"),
+            (&["-S", "-c", "foo.c"], "foo.s"),
+            (&["-c", "foo.c", "-o", "out/x.o"], "out/x.o"),
+            (&["-c", "foo.c", "-oout/x.o"], "out/x.o"),
+            (&["-c", "foo.c", "-o", "a.o", "-o", "out/b.o"], "out/b.o"),
+            (&["-x", "c", "-c", ".c"], ".c.o"),
+        ];
+        for (args, expected) in cases {
+            let j = job(args);
+            assert_eq!(
+                j.outputs[0],
+                Output {
+                    kind: Primary,
+                    path: expected.to_string()
+                },
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            job_of(clang(&["-x", "c", "-c", ".c"])).outputs[0].path,
+            ".o"
+        );
+        let syntax = job(&["-fsyntax-only", "-c", "foo.c", "-o", "out/x.o"]);
+        assert_eq!(syntax.mode, CompileMode::SyntaxOnly);
+        assert!(syntax.outputs.is_empty());
+        assert_eq!(job(&["-c", "foo.c"]).mode, CompileMode::Object);
+        assert_eq!(job(&["-S", "foo.c"]).mode, CompileMode::Assembly);
+    }
+
+    #[test]
+    fn dependency_files() {
+        let dep = |args: &[&str]| -> Option<String> {
+            job(args)
+                .outputs
+                .iter()
+                .find(|o| o.kind == Dependency)
+                .map(|o| o.path.clone())
+        };
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&["-MD", "-c", "foo.c"], Some("foo.d")),
+            (&["-MMD", "-c", "src/foo.c"], Some("foo.d")),
+            (
+                &["-MD", "-c", "foo.c", "-o", "out/a.b.o"],
+                Some("out/a.b.d"),
+            ),
+            (&["-MD", "-c", "foo.c", "-o", "out/ab"], Some("out/ab.d")),
+            (&["-MD", "-c", "foo.c", "-o", "out/.hidden"], Some("out/.d")),
+            (&["-MD", "-S", "foo.c", "-o", "out/q.s"], Some("out/q.d")),
+            (&["-MD", "-MF", "out/m.d", "-c", "foo.c"], Some("out/m.d")),
+            (&["-MD", "-MFout/m.d", "-c", "foo.c"], Some("out/m.d")),
+            (
+                &["-MD", "-MF", "a.d", "-MF", "b.d", "-c", "foo.c"],
+                Some("b.d"),
+            ),
+            (&["-Wp,-MD,out/w.d", "-c", "foo.c"], Some("out/w.d")),
+            (
+                &["-Wp,-MMD,out/w.d", "-MMD", "-c", "foo.c"],
+                Some("out/w.d"),
+            ),
+            (&["-MD", "-MF", "/dev/null", "-c", "foo.c"], None),
+            (&["-MD", "-c", "x.s"], None),
+            (&["-MD", "-c", "x.i"], None),
+            (&["-MD", "-c", "x.S"], Some("x.d")),
+            (&["-MF", "a.d", "-c", "foo.c"], None),
+            (&["-c", "foo.c"], None),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(dep(args).as_deref(), *expected, "{args:?}");
+        }
+        assert_eq!(unsupported_opt(&["-MD", "-fsyntax-only", "foo.c"]), "-MD");
+        assert_eq!(
+            unsupported_opt(&["-MD", "-c", "foo.c", "-o", "/dev/null"]),
+            "-MD"
+        );
+        // -MD -o x.o.d: the object and the dependency file collide [measured].
+        assert_eq!(
+            gcc(&["-MD", "-c", "foo.c", "-o", "out/a.o.d"]),
+            Verdict::Uncacheable(Uncacheable::BadOutputFile("out/a.o.d".into()))
+        );
+    }
+
+    #[test]
+    fn dependency_args_reproduce_the_compile() {
+        assert_eq!(
+            job(&["-MD", "-c", "foo.c", "-o", "out/a.o"]).dependency_args,
+            strings(&["-MD", "-MQ", "out/a.o", "-MF", "out/a.d"])
+        );
+        assert_eq!(
+            job(&["-MMD", "-MP", "-MT", "t1", "-MQ", "t$2", "-MG", "-c", "foo.c"]).dependency_args,
+            strings(&["-MMD", "-MP", "-MG", "-MT", "t1", "-MQ", "t$2", "-MF", "foo.d"])
+        );
+        assert_eq!(
+            job(&["-MD", "-MTt", "-c", "foo.c"]).dependency_args[1..3],
+            strings(&["-MT", "t"])
+        );
+        // gcc names the target after the source for a lone -Wp,-MD; clang uses the output.
+        let wp = ["-Wp,-MD,out/w.d", "-c", "src/foo.c", "-o", "out/a.o"];
+        assert_eq!(
+            job(&wp).dependency_args,
+            strings(&["-MD", "-MQ", "foo.o", "-MF", "out/w.d"])
+        );
+        assert_eq!(
+            job_of(clang(&wp)).dependency_args,
+            strings(&["-MD", "-MQ", "out/a.o", "-MF", "out/w.d"])
+        );
+        assert_eq!(
+            job(&["-Wp,-MMD,out/w.d", "-MMD", "-c", "foo.c", "-o", "out/a.o"]).dependency_args,
+            strings(&["-MMD", "-MQ", "out/a.o", "-MF", "out/w.d"])
+        );
+        assert!(job(&["-c", "foo.c"]).dependency_args.is_empty());
+        assert!(job(&["-MD", "-MF", "/dev/null", "-c", "foo.c"])
+            .dependency_args
+            .is_empty());
+    }
+
+    #[test]
+    fn side_outputs_follow_measured_rules() {
+        let o = "out/a.b.o";
+        let with = |family, extra: &[&str]| {
+            let mut args = vec!["-c", "foo.c", "-o", o];
+            args.extend_from_slice(extra);
+            let j = job_of(classify_with(family, false, &args));
+            j.outputs
+                .iter()
+                .skip(1)
+                .map(|o| (o.kind, o.path.clone()))
+                .collect::<Vec<_>>()
+        };
+        use CompilerFamily::{Clang, Gcc};
+        let dwo = vec![(SplitDwarf, "out/a.b.dwo".to_string())];
+        assert_eq!(with(Gcc, &["-gsplit-dwarf"]), dwo);
+        assert_eq!(with(Gcc, &["-gsplit-dwarf", "-g0"]), dwo);
+        assert_eq!(with(Gcc, &["-g", "-gsplit-dwarf", "-flto"]), dwo);
+        assert_eq!(
+            with(Gcc, &["-gsplit-dwarf", "-gno-split-dwarf", "-g"]),
+            vec![]
+        );
+        assert_eq!(with(Clang, &["-gsplit-dwarf"]), vec![]);
+        assert_eq!(with(Clang, &["-gsplit-dwarf", "-g"]), dwo);
+        assert_eq!(with(Clang, &["-g", "-gsplit-dwarf", "-g0"]), vec![]);
+        assert_eq!(with(Clang, &["-g", "-gsplit-dwarf", "-flto"]), vec![]);
+        assert_eq!(
+            with(Clang, &["-g", "-gsplit-dwarf", "-flto", "-fno-lto"]),
+            dwo
+        );
+        assert_eq!(
+            unsupported_opt(&["-gsplit-dwarf", "-g", "-S", "foo.c"]),
+            "-gsplit-dwarf"
+        );
+        assert_eq!(
+            unsupported_opt(&["-gsplit-dwarf", "-c", "foo.c", "-o", "/dev/null"]),
+            "-gsplit-dwarf"
+        );
+
+        let gcno = vec![(CoverageNotes, "out/a.b.gcno".to_string())];
+        assert_eq!(with(Gcc, &["--coverage"]), gcno);
+        assert_eq!(with(Clang, &["-ftest-coverage", "-flto"]), gcno);
+        assert_eq!(
+            with(Gcc, &["-ftest-coverage", "-fno-test-coverage"]),
+            vec![]
+        );
+        assert_eq!(with(Gcc, &["-fprofile-arcs"]), vec![]);
+        assert_eq!(
+            outputs_of(&job(&["--coverage", "-S", "foo.c"]))[1],
+            (CoverageNotes, "foo.gcno")
+        );
+
+        let su = vec![(StackUsage, "out/a.b.su".to_string())];
+        assert_eq!(with(Gcc, &["-fstack-usage"]), su);
+        assert_eq!(with(Gcc, &["-fstack-usage", "-flto"]), vec![]);
+        assert_eq!(with(Clang, &["-fstack-usage", "-flto=thin"]), vec![]);
+        assert_eq!(with(Gcc, &["-fstack-usage", "-flto", "-fno-lto"]), su);
+        assert_eq!(with(Gcc, &["-fstack-usage", "-fno-stack-usage"]), vec![]);
+        assert_eq!(
+            with(Gcc, &["-fcallgraph-info"]),
+            vec![(CallGraphInfo, "out/a.b.ci".to_string())]
+        );
+        assert_eq!(with(Gcc, &["-fcallgraph-info=su", "-flto"]), vec![]);
+        assert_eq!(
+            outputs_of(&job(&["-fstack-usage", "-S", "foo.c", "-o", "out/a"]))[1],
+            (StackUsage, "out/a.su")
+        );
+        assert_eq!(
+            unsupported_opt(&["-fstack-usage", "-fsyntax-only", "foo.c"]),
+            "-fstack-usage"
+        );
+        assert_eq!(
+            unsupported_opt(&["--coverage", "-c", "foo.c", "-o", "/dev/null"]),
+            "--coverage"
+        );
+
+        // Everything at once, primary first.
+        let all = job(&[
+            "-MD",
+            "-gsplit-dwarf",
+            "--coverage",
+            "-fstack-usage",
+            "-fcallgraph-info",
+            "-c",
+            "foo.c",
+        ]);
+        assert_eq!(
+            outputs_of(&all),
+            vec![
+                (Primary, "foo.o"),
+                (Dependency, "foo.d"),
+                (SplitDwarf, "foo.dwo"),
+                (CoverageNotes, "foo.gcno"),
+                (StackUsage, "foo.su"),
+                (CallGraphInfo, "foo.ci"),
+            ]
+        );
+    }
+
+    #[test]
+    fn preprocess_args_drop_compile_only_options_in_order() {
+        let j = job(&[
+            "-Werror",
+            "-rdynamic",
+            "-O2",
+            "-DX=1",
+            "-c",
+            "-o",
+            "out/a.o",
+            "-MD",
+            "-MMD",
+            "-MF",
+            "d",
+            "-MT",
+            "t",
+            "-MQ",
+            "q",
+            "-MP",
+            "-MG",
+            "-Wa,--noexecstack",
+            "-Wl,-z",
+            "-Xassembler",
+            "--gdwarf",
+            "-Xlinker",
+            "-x",
+            "-fdiagnostics-color=always",
+            "-fcolor-diagnostics",
+            "-fno-color-diagnostics",
+            "-fno-diagnostics-color",
+            "-fdiagnostics-color",
+            "-I",
+            "inc",
+            "-Wp,-DY",
+            "-x",
+            "c",
+            "foo.c",
+            "-v",
+            "-P",
+            "-Lx",
+            "-lm",
+            "-Wno-error",
+            "-std=c11",
+        ]);
+        assert_eq!(
+            j.preprocess_args,
+            strings(&[
+                "-O2", "-DX=1", "-I", "inc", "-Wp,-DY", "-x", "c", "foo.c", "-std=c11", "-E"
+            ])
+        );
+        assert_eq!(
+            job(&["-Wp,-MD,w.d", "-c", "foo.c", "-Wp,-MMD,w.d"]).preprocess_args,
+            strings(&["foo.c", "-E"])
+        );
+        assert_eq!(
+            job(&["-S", "-fsyntax-only", "foo.c"]).preprocess_args,
+            strings(&["foo.c", "-E"])
+        );
+        for input in ["x.s", "x.i", "x.ii"] {
+            assert!(job(&["-c", input]).preprocess_args.is_empty());
+        }
+        assert_eq!(job(&["-c", "x.S"]).preprocess_args, strings(&["x.S", "-E"]));
+    }
+
+    #[test]
+    fn key_args_drop_preprocessor_only_options_in_every_spelling() {
+        let cpp_only: &[&[&str]] = &[
+            &["-DX"],
+            &["-D", "X"],
+            &["-UX"],
+            &["-U", "X"],
+            &["-Idir"],
+            &["-I", "dir"],
+            &["-include", "pre.h"],
+            &["-includepre.h"],
+            &["--include", "pre.h"],
+            &["--include=pre.h"],
+            &["-imacros", "m.h"],
+            &["--imacros=m.h"],
+            &["-isystem", "d"],
+            &["-isystemd"],
+            &["-iquote", "d"],
+            &["-idirafter", "d"],
+            &["-isysroot", "d"],
+            &["-iprefix", "p"],
+            &["-iwithprefix", "d"],
+            &["-iwithprefixbefore", "d"],
+            &["-nostdinc"],
+            &["-nostdinc++"],
+            &["-Wp,-DX"],
+            &["-Wp,-UX,-DY"],
+            &["-Xpreprocessor", "-fopenmp"],
+            &["--include-directory=d"],
+            &["--define-macro", "X"],
+            &["-fdiagnostics-color"],
+            &["-fno-color-diagnostics"],
+            &["-MF", "x.d"],
+            &["-MFx.d"],
+        ];
+        for extra in cpp_only {
+            let mut args = vec!["-c", "foo.c"];
+            args.extend_from_slice(extra);
+            assert_eq!(job(&args).key_args, strings(&["-x", "c", "-c"]), "{args:?}");
+        }
+        // Output and targets only when the result names them.
+        assert_eq!(
+            job(&["-c", "foo.c", "-o", "out/a.o"]).key_args,
+            strings(&["-x", "c", "-c"])
+        );
+        assert_eq!(
+            job(&["-c", "foo.c", "-MT", "t"]).key_args,
+            strings(&["-x", "c", "-c"])
+        );
+        assert_eq!(
+            job(&[
+                "-MMD",
+                "-MP",
+                "-c",
+                "foo.c",
+                "-oout/a.o",
+                "-MTt",
+                "-MF",
+                "x.d"
+            ])
+            .key_args,
+            strings(&["-x", "c", "-c", "-MMD", "-MP", "-o", "out/a.o", "-MT", "t"])
+        );
+        assert_eq!(
+            job(&["-Wp,-MD,w.d", "-c", "foo.c", "-o", "out/a.o"]).key_args,
+            strings(&["-x", "c", "-c", "-Wp,-MD", "-o", "out/a.o"])
+        );
+        for extra in [
+            ["-gsplit-dwarf"],
+            ["-fprofile-arcs"],
+            ["--coverage"],
+            ["-ftest-coverage"],
+            ["-fprofile-generate"],
+        ] {
+            let mut args = vec!["-c", "foo.c", "-o", "out/a.o"];
+            args.extend_from_slice(&extra);
+            let key = job(&args).key_args;
+            assert!(
+                key.windows(2).any(|w| w == ["-o", "out/a.o"]),
+                "{args:?}: {key:?}"
+            );
+        }
+        // Mode and language mark the key.
+        assert_eq!(job(&["-S", "foo.c"]).key_args, strings(&["-x", "c", "-S"]));
+        assert_eq!(
+            job(&["-fsyntax-only", "foo.c"]).key_args,
+            strings(&["-x", "c", "-fsyntax-only"])
+        );
+        assert_eq!(
+            job(&["-x", "c++", "-c", "foo.c"]).key_args,
+            strings(&["-x", "c++", "-c"])
+        );
+        // Everything else stays, in order.
+        assert_eq!(
+            job(&[
+                "-O2",
+                "-c",
+                "-Wall",
+                "foo.c",
+                "-Werror",
+                "-Wa,-mx",
+                "unknown-word",
+                "-march=native"
+            ])
+            .key_args,
+            strings(&[
+                "-x",
+                "c",
+                "-c",
+                "-O2",
+                "-Wall",
+                "-Werror",
+                "-Wa,-mx",
+                "unknown-word",
+                "-march=native"
+            ])
+        );
+    }
+
+    #[test]
+    fn cwd_in_key_for_debug_and_profiling() {
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["-g"], true),
+            (&["-g3"], true),
+            (&["-ggdb3"], true),
+            (&["-gdwarf-4"], true),
+            (&["-gline-tables-only"], true),
+            (&["-g", "-g0"], false),
+            (&["-g0", "-g"], true),
+            (&["-gz"], false),
+            (&["-g", "-gz"], true),
+            (&["-gno-column-info"], false),
+            (&["-g", "-fdebug-prefix-map=/a=b"], true),
+            (&["--coverage"], true),
+            (&["-fprofile-arcs"], true),
+            (&["-fprofile-generate=d"], true),
+            (&["-fcoverage-mapping"], true),
+        ];
+        for (extra, expected) in cases {
+            let mut args = vec!["-c", "foo.c"];
+            args.extend_from_slice(extra);
+            assert_eq!(job(&args).key_includes_cwd, *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn colour_choice_and_recorded_command_line() {
+        let cases: &[(&[&str], ColorChoice)] = &[
+            (&[], ColorChoice::Auto),
+            (&["-fdiagnostics-color"], ColorChoice::Always),
+            (&["-fdiagnostics-color=always"], ColorChoice::Always),
+            (&["-fdiagnostics-color=never"], ColorChoice::Never),
+            (
+                &["-fdiagnostics-color=always", "-fdiagnostics-color=auto"],
+                ColorChoice::Auto,
+            ),
+            (&["-fno-diagnostics-color"], ColorChoice::Never),
+            (&["-fcolor-diagnostics"], ColorChoice::Always),
+            (
+                &["-fcolor-diagnostics", "-fno-color-diagnostics"],
+                ColorChoice::Never,
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut args = vec!["-c", "foo.c"];
+            args.extend_from_slice(extra);
+            assert_eq!(job(&args).color, *expected, "{args:?}");
+        }
+        let records: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["-frecord-gcc-switches"], true),
+            (
+                &["-frecord-gcc-switches", "-fno-record-gcc-switches"],
+                false,
+            ),
+            (&["-frecord-command-line"], true),
+            (&["-grecord-command-line"], true),
+            (
+                &["-grecord-gcc-switches", "-gno-record-gcc-switches"],
+                false,
+            ),
+            (&["-frecord-gcc-switches", "-gno-record-command-line"], true),
+        ];
+        for (extra, expected) in records {
+            let mut args = vec!["-c", "foo.c"];
+            args.extend_from_slice(extra);
+            assert_eq!(job(&args).records_command_line, *expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn distributability() {
+        assert_eq!(job(&["-c", "foo.c", "-O2"]).distributable, Ok(()));
+        assert_eq!(
+            job(&["-fsyntax-only", "foo.c"]).distributable,
+            Err(NotDistributable::SyntaxOnly)
+        );
+        assert_eq!(
+            job(&["-c", "x.s"]).distributable,
+            Err(NotDistributable::Language(Language::Asm))
+        );
+        assert_eq!(
+            job(&["-c", "x.S"]).distributable,
+            Err(NotDistributable::Language(Language::AsmWithCpp))
+        );
+        for opt in [
+            "-fprofile-arcs",
+            "-fprofile-generate",
+            "-ftest-coverage",
+            "--coverage",
+            "-fprofile-update=atomic",
+            "-march=native",
+            "-mcpu=native",
+            "-mtune=native",
+            "-gsplit-dwarf",
+            "-v",
+        ] {
+            assert_eq!(
+                job(&["-c", "foo.c", opt]).distributable,
+                Err(NotDistributable::LocalOption(opt.to_string())),
+                "{opt}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_and_messages() {
+        let nc = [
+            (NotCompile::Link, "called_for_link"),
+            (NotCompile::Preprocess, "called_for_preprocessing"),
+            (NotCompile::DependenciesOnly, "dependencies_only"),
+            (NotCompile::NoInput, "no_input_file"),
+            (NotCompile::ConfigureProbe, "autoconf_test"),
+        ];
+        for (v, key) in nc {
+            assert_eq!(v.reason(), key);
+            assert!(!v.to_string().is_empty());
+        }
+        let un = [
+            (
+                Uncacheable::MultipleSourceFiles,
+                "multiple_source_files",
+                "",
+            ),
+            (Uncacheable::OutputToStdout, "output_to_stdout", "-o -"),
+            (
+                Uncacheable::UnsupportedLanguage(".f".into()),
+                "unsupported_source_language",
+                ".f",
+            ),
+            (
+                Uncacheable::UnsupportedOption("-save-temps".into()),
+                "unsupported_compiler_option",
+                "-save-temps",
+            ),
+            (
+                Uncacheable::BadOutputFile("out/x.o".into()),
+                "bad_output_file",
+                "out/x.o",
+            ),
+            (
+                Uncacheable::BadArguments("-I needs a value".into()),
+                "bad_compiler_arguments",
+                "-I",
+            ),
+            (
+                Uncacheable::UnsupportedEnvironment,
+                "unsupported_environment_variable",
+                "DEPENDENCIES_OUTPUT",
+            ),
+            (
+                Uncacheable::PrecompiledHeader,
+                "could_not_use_precompiled_header",
+                "precompiled",
+            ),
+            (Uncacheable::ProfileUse, "profile_use", "-fprofile-use"),
+            (Uncacheable::NonUtf8Argument, "non_utf8_argument", "UTF-8"),
+        ];
+        for (v, key, mentions) in un {
+            assert_eq!(v.reason(), key);
+            assert!(v.to_string().contains(mentions), "{v}");
+        }
+        let nd = [
+            (
+                NotDistributable::LocalOption("-fplugin=x".into()),
+                "local_only_option",
+                "-fplugin=x",
+            ),
+            (NotDistributable::SyntaxOnly, "syntax_only", "-fsyntax-only"),
+            (
+                NotDistributable::Language(Language::Asm),
+                "local_only_language",
+                "assembler",
+            ),
+        ];
+        for (v, key, mentions) in nd {
+            assert_eq!(v.reason(), key);
+            assert!(v.to_string().contains(mentions), "{v}");
+        }
+    }
+
+    #[test]
+    fn file_name_helpers() {
+        assert_eq!(replace_extension("out/a.b.o", ".d"), "out/a.b.d");
+        assert_eq!(replace_extension("out.dir/a", ".d"), "out.dir/a.d");
+        assert_eq!(replace_extension("out/.hidden", ".d"), "out/.d");
+        assert_eq!(replace_extension("a", ".d"), "a.d");
+        assert_eq!(
+            default_output("src/foo.", ".o", CompilerFamily::Gcc),
+            "foo.o"
+        );
+        assert_eq!(
+            lookup("-iwithprefixbeforedir").map(|o| o.name),
+            Some("-iwithprefixbefore")
+        );
+        assert_eq!(lookup("-include-pch").map(|o| o.name), Some("-include-pch"));
+        assert_eq!(
+            lookup("-fprofile-use=x").map(|o| o.name),
+            Some("-fprofile-use")
+        );
+        assert_eq!(lookup("-flto-partition=none").map(|o| o.name), None);
+        assert_eq!(CompilerFamily::from_name("clang-14"), CompilerFamily::Clang);
+        assert_eq!(
+            CompilerFamily::from_name("x86_64-linux-gnu-gcc-12"),
+            CompilerFamily::Gcc
+        );
+    }
+
+    /// Tokens for generated argument lists: options of every kind, values, files and non-files.
+    const VOCABULARY: &[&str] = &[
+        "-c",
+        "-S",
+        "-E",
+        "-fsyntax-only",
+        "-o",
+        "-oout/x.o",
+        "-x",
+        "c",
+        "c++",
+        "none",
+        "-xHost",
+        "-M",
+        "-MM",
+        "-MD",
+        "-MMD",
+        "-MF",
+        "-MFd.d",
+        "-MT",
+        "-MQ",
+        "-MP",
+        "-Wp,-MD,w.d",
+        "-Wp,-DX",
+        "-D",
+        "-DX",
+        "-I",
+        "-include",
+        "-g",
+        "-g0",
+        "-gsplit-dwarf",
+        "--coverage",
+        "-fstack-usage",
+        "-flto",
+        "-save-temps",
+        "-fdiagnostics-color=always",
+        "-fdiagnostics-color=",
+        "-Xclang",
+        "-Wa,-al",
+        "-march=native",
+        "-",
+        "@rsp",
+        "foo.c",
+        "src/foo.c",
+        "a.c",
+        "x.s",
+        "x.i",
+        "x.h",
+        "x.ccc",
+        "out",
+        "out/a.o",
+        "missing/a.o",
+        "/dev/null",
+        "conftest.c",
+        "",
+        "-O2",
+        "-Werror",
+    ];
+
+    proptest! {
+        #[test]
+        fn classify_never_panics_and_keeps_its_promises(
+            picks in proptest::collection::vec(0..VOCABULARY.len(), 0..14),
+            clang_family in any::<bool>(),
+        ) {
+            let args: Vec<&str> = picks.iter().map(|&i| VOCABULARY[i]).collect();
+            let family = if clang_family { CompilerFamily::Clang } else { CompilerFamily::Gcc };
+            if let Verdict::Cacheable(job) = classify_with(family, false, &args) {
+                let occurrences = args.iter().filter(|a| **a == job.input).count();
+                if job.language.needs_preprocessing() {
+                    prop_assert_eq!(job.preprocess_args.last().map(String::as_str), Some("-E"));
+                    let in_cpp = job.preprocess_args.iter().filter(|a| **a == job.input).count();
+                    prop_assert!(in_cpp >= 1);
+                    if occurrences == 1 {
+                        prop_assert_eq!(in_cpp, 1);
+                    }
+                } else {
+                    prop_assert!(job.preprocess_args.is_empty());
+                }
+                if occurrences == 1 {
+                    prop_assert!(!job.key_args.contains(&job.input));
+                }
+                prop_assert_eq!(job.outputs.is_empty(), job.mode == CompileMode::SyntaxOnly);
+            }
+        }
+
+        #[test]
+        fn classify_never_panics_on_arbitrary_strings(args in proptest::collection::vec(".{0,12}", 0..10)) {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = gcc(&refs);
+            let _ = clang(&refs);
+        }
+    }
+}

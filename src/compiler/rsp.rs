@@ -108,3 +108,103 @@ fn split(text: &str) -> Vec<String> {
         args.push(arg);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    fn files(name: &str) -> std::io::Result<String> {
+        match name {
+            "simple" => Ok("-c  foo.c\n\t-O2\r\n".into()),
+            "quotes" => Ok(r#"'a b' "c d" e'f g'h "it's" 'say "hi"' '' """#.into()),
+            "escapes" => Ok(r"a\ b c\\d \'e\' 'x\'y' tail\".into()),
+            "nested" => Ok("-DA @simple -DB".into()),
+            "missing-inside" => Ok("@nope x".into()),
+            "self" => Ok("@self".into()),
+            "empty" => Ok("  \n ".into()),
+            "denied" => Err(Error::new(ErrorKind::PermissionDenied, "no")),
+            _ => Err(Error::new(ErrorKind::NotFound, "no")),
+        }
+    }
+
+    fn expand(args: &[&str]) -> Result<Vec<String>, RspError> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        expand_response_files(&args, &files)
+    }
+
+    fn ok(args: &[&str]) -> Vec<String> {
+        match expand(args) {
+            Ok(v) => v,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn expands_in_place_splitting_on_whitespace() {
+        assert_eq!(
+            ok(&["-x", "@simple", "-y"]),
+            ["-x", "-c", "foo.c", "-O2", "-y"]
+        );
+        assert_eq!(ok(&["@empty"]), Vec::<String>::new());
+        assert_eq!(ok(&["plain", "-@simple"]), ["plain", "-@simple"]);
+    }
+
+    #[test]
+    fn quotes_group_and_are_removed() {
+        assert_eq!(
+            ok(&["@quotes"]),
+            ["a b", "c d", "ef gh", "it's", "say \"hi\"", "", ""]
+        );
+    }
+
+    #[test]
+    fn backslash_escapes_the_next_character() {
+        assert_eq!(ok(&["@escapes"]), ["a b", r"c\d", "'e'", "x'y", "tail"]);
+    }
+
+    #[test]
+    fn nested_files_expand_recursively() {
+        assert_eq!(ok(&["@nested"]), ["-DA", "-c", "foo.c", "-O2", "-DB"]);
+    }
+
+    #[test]
+    fn unreadable_files_stay_literal() {
+        assert_eq!(ok(&["@nope", "@denied", "@"]), ["@nope", "@denied", "@"]);
+        assert_eq!(ok(&["@missing-inside"]), ["@nope", "x"]);
+    }
+
+    #[test]
+    fn cycles_stop_at_the_depth_limit() {
+        let err = expand(&["@self"]);
+        assert_eq!(
+            err,
+            Err(RspError::TooDeep {
+                file: "self".into(),
+                limit: MAX_DEPTH
+            })
+        );
+        if let Err(e) = err {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("self") && msg.contains("includes itself"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_expansions_are_refused() {
+        let many = |name: &str| -> std::io::Result<String> {
+            Ok(match name {
+                "a" => "@b ".repeat(2000),
+                _ => "x ".repeat(1000),
+            })
+        };
+        let err = expand_response_files(&["@a".to_string()], &many);
+        assert_eq!(err, Err(RspError::TooManyArguments { limit: MAX_ARGS }));
+        if let Err(e) = err {
+            assert!(e.to_string().contains("more than"));
+        }
+    }
+}
