@@ -95,14 +95,17 @@ impl Pipeline {
                 .unwrap_or_else(|| req.compiler_name.clone()),
         );
         let env_get = |k: &str| req.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let path_kind = path_kind_in(&cwd);
-        let ctx = ArgContext {
-            family,
-            path_kind: &path_kind,
-            dependency_env_set: env_get("DEPENDENCIES_OUTPUT").is_some()
-                || env_get("SUNPRO_DEPENDENCIES").is_some(),
+        let verdict = {
+            let path_kind = path_kind_in(&cwd);
+            let ctx = ArgContext {
+                family,
+                path_kind: &path_kind,
+                dependency_env_set: env_get("DEPENDENCIES_OUTPUT").is_some()
+                    || env_get("SUNPRO_DEPENDENCIES").is_some(),
+            };
+            args::classify(&req.args, &ctx)
         };
-        let job = match args::classify(&req.args, &ctx) {
+        let job = match verdict {
             Verdict::Cacheable(job) => job,
             // The wrapper classified this as cacheable; the file system changed since. Run it.
             Verdict::Uncacheable(why) => {
