@@ -61,12 +61,7 @@ impl Pipeline {
     /// then runs locally.
     pub fn new(store: Option<Arc<LocalStore>>, stats: Arc<Stats>) -> Self {
         let seed = blake3::hash(
-            format!(
-                "{}:{:?}",
-                std::process::id(),
-                std::time::SystemTime::now()
-            )
-            .as_bytes(),
+            format!("{}:{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
         );
         let mut start = [0u8; 8];
         start.copy_from_slice(&seed.as_bytes()[..8]);
@@ -94,7 +89,12 @@ impl Pipeline {
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| req.compiler_name.clone()),
         );
-        let env_get = |k: &str| req.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let env_get = |k: &str| {
+            req.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         let verdict = {
             let path_kind = path_kind_in(&cwd);
             let ctx = ArgContext {
@@ -160,12 +160,13 @@ impl Pipeline {
                 }
             }
         };
+        let env = key::keyed_env(env_get);
         let key = key::derive(&KeyInputs {
             toolchain: &toolchain.0,
             compiler_name: &req.compiler_name,
             key_args: &job.key_args,
             cwd: job.key_includes_cwd.then_some(req.cwd.as_str()),
-            env: &env_get,
+            env: &env,
             source: &source,
             preprocessor_stderr: &cpp_stderr,
         });
@@ -289,7 +290,12 @@ impl Pipeline {
         stdout: Vec<u8>,
         stderr: Vec<u8>,
     ) -> Reply {
-        let env_get = |k: &str| req.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let env_get = |k: &str| {
+            req.env
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
         let colour = color::wanted(
             job.color,
             req.stderr_is_tty,
@@ -299,7 +305,11 @@ impl Pipeline {
         Reply::Compiled {
             exit_code,
             stdout,
-            stderr: if colour { stderr } else { color::strip(&stderr) },
+            stderr: if colour {
+                stderr
+            } else {
+                color::strip(&stderr)
+            },
         }
     }
 }
@@ -342,22 +352,15 @@ async fn run(req: &CompileRequest, program: &str, args: &[String]) -> std::io::R
 
 /// Reads the outputs a successful compile wrote. The primary output must exist; side outputs
 /// that the compiler chose not to write are left out.
-fn read_outputs(
-    cwd: &Path,
-    job: &CompileJob,
-) -> std::io::Result<Vec<(args::OutputKind, Vec<u8>)>> {
+fn read_outputs(cwd: &Path, job: &CompileJob) -> std::io::Result<Vec<(args::OutputKind, Vec<u8>)>> {
     let mut outputs = Vec::with_capacity(job.outputs.len());
     for out in &job.outputs {
         match std::fs::read(cwd.join(&out.path)) {
             Ok(bytes) => outputs.push((out.kind, bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound
-                && out.kind != args::OutputKind::Primary => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", out.path),
-                ))
-            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && out.kind != args::OutputKind::Primary => {}
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", out.path))),
         }
     }
     Ok(outputs)
