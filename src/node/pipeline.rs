@@ -366,6 +366,9 @@ fn read_outputs(cwd: &Path, job: &CompileJob) -> std::io::Result<Vec<(args::Outp
     Ok(outputs)
 }
 
+/// Distinguishes temporary output files of concurrent jobs.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
 /// Writes a cached entry's outputs where the compile would have: each to a temporary file in
 /// the same directory, renamed into place, so a reader never sees half a file.
 fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std::io::Result<()> {
@@ -383,7 +386,11 @@ fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.meshcc-{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            ".{name}.meshcc-{}-{}.tmp",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
