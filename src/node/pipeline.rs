@@ -125,10 +125,24 @@ impl Pipeline {
 
         let toolchains = self.toolchains.clone();
         let compiler = PathBuf::from(&req.compiler);
-        let identity =
-            tokio::task::spawn_blocking(move || toolchains.identify(&compiler, family)).await;
-        let toolchain = match identity {
-            Ok(Ok(id)) => id,
+        let native_args: Vec<String> = job
+            .key_args
+            .iter()
+            .filter(|a| a.ends_with("=native"))
+            .cloned()
+            .collect();
+        let identity = tokio::task::spawn_blocking(move || {
+            let id = toolchains.identify(&compiler, family)?;
+            let native = if native_args.is_empty() {
+                String::new()
+            } else {
+                toolchains.native_expansion(&compiler, &native_args)?
+            };
+            Ok::<_, crate::compiler::toolchain::ToolchainError>((id, native))
+        })
+        .await;
+        let (toolchain, native) = match identity {
+            Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 warn!("{e}");
                 self.stats.count(Event::Error("toolchain"));
@@ -161,10 +175,14 @@ impl Pipeline {
             }
         };
         let env = key::keyed_env(env_get);
+        let mut key_args = job.key_args.clone();
+        if !native.is_empty() {
+            key_args.push(format!("native-expansion={native}"));
+        }
         let key = key::derive(&KeyInputs {
             toolchain: &toolchain.0,
             compiler_name: &req.compiler_name,
-            key_args: &job.key_args,
+            key_args: &key_args,
             cwd: job.key_includes_cwd.then_some(req.cwd.as_str()),
             env: &env,
             source: &source,
