@@ -155,6 +155,8 @@ impl Pipeline {
             }
         };
 
+        let input_path = cwd.join(&job.input);
+        let input_before = input_stamp(&input_path);
         let (source, cpp_stderr) = if job.language.needs_preprocessing() {
             match run(&req, &req.compiler, &job.preprocess_args).await {
                 Ok(ran) if ran.exit_code == 0 => (ran.stdout, ran.stderr),
@@ -234,6 +236,13 @@ impl Pipeline {
         if ran.exit_code != 0 {
             self.stats.count(Event::CompileFailed);
             return self.replay(&req, &job, ran.exit_code, ran.stdout, ran.stderr);
+        }
+        if input_changed(&input_path, input_before) {
+            // Edited while we compiled: the object may not match the text the key was made
+            // from. Reply with it, but never store it.
+            debug!("input modified during the compile; not stored");
+            self.stats.count(Event::Uncacheable("modified_input_file"));
+            return self.replay(&req, &job, 0, ran.stdout, ran.stderr);
         }
         match read_outputs(&cwd, &job) {
             Ok(outputs) => {
@@ -368,6 +377,22 @@ async fn run(req: &CompileRequest, program: &str, args: &[String]) -> std::io::R
     })
 }
 
+/// What identifies a version of the input file.
+type InputStamp = Option<(u64, u64, std::time::SystemTime)>;
+
+fn input_stamp(path: &Path) -> InputStamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.modified().ok()?))
+}
+
+/// Whether the input changed since `before` was taken (its inode, size or nanosecond mtime).
+/// An edit within the same kernel clock tick and of the same size would go unseen; header
+/// edits are not checked (see docs/architecture.md).
+fn input_changed(path: &Path, before: InputStamp) -> bool {
+    before.is_none() || input_stamp(path) != before
+}
+
 /// Reads the outputs a successful compile wrote. The primary output must exist; side outputs
 /// that the compiler chose not to write are left out.
 fn read_outputs(cwd: &Path, job: &CompileJob) -> std::io::Result<Vec<(args::OutputKind, Vec<u8>)>> {
@@ -427,4 +452,26 @@ fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std
         result.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_edited_during_the_job_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.c");
+        std::fs::write(&path, "int a;").unwrap();
+        let before = input_stamp(&path);
+        assert!(!input_changed(&path, before));
+
+        std::fs::write(&path, "int b; int c;").unwrap();
+        assert!(input_changed(&path, before), "edited");
+
+        let now = input_stamp(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(input_changed(&path, now), "removed");
+        assert!(input_changed(&path, None), "unreadable at the start");
+    }
 }
