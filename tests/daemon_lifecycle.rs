@@ -1,0 +1,157 @@
+//! The daemon's life: many wrappers starting it at once get one daemon; `meshcc stop` stops
+//! it; a daemon killed in the middle of a build costs nothing but time.
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use common::*;
+
+const WRAPPERS: usize = 32;
+
+fn source(i: usize) -> String {
+    format!(
+        "static int table_{i}[{n}];\n\
+         int f{i}(int x) {{\n  int s = 0;\n  for (int k = 0; k < {n}; k++) s += table_{i}[k] * x + {i};\n  return s;\n}}\n",
+        n = i + 4
+    )
+}
+
+#[test]
+fn concurrent_wrappers_start_exactly_one_daemon() {
+    let h = Arc::new(Home::new());
+    let direct = h.root().join("direct");
+    std::fs::create_dir_all(&direct).expect("create the direct directory");
+    for i in 0..WRAPPERS {
+        write(&h.work, &format!("f{i}.c"), source(i));
+        write(&direct, &format!("f{i}.c"), source(i));
+        let mut cmd = h.direct("gcc", ["-O1", "-c", &format!("f{i}.c")]);
+        run(in_dir(&mut cmd, &direct));
+    }
+    assert!(h.daemon_pid().is_none(), "a daemon runs before the test");
+
+    let barrier = Arc::new(Barrier::new(WRAPPERS));
+    let threads: Vec<_> = (0..WRAPPERS)
+        .map(|i| {
+            let (h, barrier) = (h.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut cmd = h.wrapped("gcc", ["-O1", "-c", &format!("f{i}.c")]);
+                barrier.wait();
+                output(&mut cmd)
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let out = t.join().expect("a wrapper thread panicked");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "wrapper {i} failed or complained ({}):\n{stderr}\n--- daemon log ---\n{}",
+            out.status,
+            h.log()
+        );
+        assert_same_file(
+            &direct.join(format!("f{i}.o")),
+            &h.work.join(format!("f{i}.o")),
+        );
+    }
+
+    // A daemon that lost the start race may still be on its way out; the winner stays.
+    wait_until("at most one daemon for this home", || {
+        daemons_for(&h.home).len() <= 1
+    });
+    let daemons = daemons_for(&h.home);
+    let pid = h.running_daemon();
+    assert_eq!(
+        daemons,
+        vec![pid],
+        "exactly one daemon, the one in daemon.lock"
+    );
+    assert_eq!(
+        h.stat("cache_misses"),
+        WRAPPERS as u64,
+        "every wrapper should have been served by the daemon"
+    );
+
+    h.stop();
+    assert!(
+        daemons_for(&h.home).is_empty(),
+        "a daemon survived `meshcc stop`"
+    );
+    assert!(!h.socket().exists(), "daemon.sock survived `meshcc stop`");
+    // Stopping again is harmless.
+    let out = run(&mut h.meshcc(["stop"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no meshcc daemon"));
+}
+
+#[test]
+fn daemon_killed_mid_build() {
+    let h = Arc::new(Home::new());
+    let dir = h.work.join("lua");
+    let sources = copy_lua(&dir);
+    let n = sources.len();
+    write_makefile(&dir, "-O2");
+    make(&h, &dir, 4, "gcc");
+    let direct = h.root().join("direct");
+    assert_eq!(move_outputs(&dir, &direct, &[".o"]), n);
+
+    let build = {
+        let (h, dir) = (h.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let mut cmd = h.command("make");
+            in_dir(&mut cmd, &dir)
+                .arg("-j4")
+                .arg(format!("CC={}", meshcc_cc("gcc")));
+            output(&mut cmd)
+        })
+    };
+    let has_object = || file_names(&dir).iter().any(|f| f.ends_with(".o"));
+    wait_until("the first object of the meshcc build", || {
+        has_object() || build.is_finished()
+    });
+    let killed_mid_build = !build.is_finished();
+    let pid = h.running_daemon();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the daemon");
+    wait_until("the killed daemon to disappear", || !pid_alive(pid));
+
+    let out = build.join().expect("the build thread panicked");
+    assert!(
+        out.status.success(),
+        "the build failed after the daemon was killed ({}):\n{}\n--- daemon log ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        h.log()
+    );
+    let leftovers: Vec<String> = file_names(&dir)
+        .into_iter()
+        .filter(|f| f.contains(".meshcc-") || f.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let first = h.root().join("after-kill");
+    move_outputs(&dir, &first, &[".o"]);
+    compare_trees(&direct, &first);
+
+    // A hot rebuild: the daemon starts again and serves what was stored, nothing corrupt.
+    let before = h.stats();
+    make(&h, &dir, 4, &meshcc_cc("gcc"));
+    let hot = h.root().join("hot");
+    move_outputs(&dir, &hot, &[".o"]);
+    compare_trees(&direct, &hot);
+    let after = h.stats();
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    assert_eq!(
+        delta("cache_hits") + delta("cache_misses"),
+        n as u64,
+        "every file of the rebuild should have gone through the restarted daemon: \
+         before {before}, after {after}"
+    );
+    if killed_mid_build {
+        assert!(delta("cache_hits") > 0, "nothing was cached: {after}");
+    }
+    let new_pid = h.running_daemon();
+    assert_ne!(new_pid, pid, "the daemon did not restart");
+}
