@@ -148,7 +148,7 @@ done
 {
     echo "ccache preprocessor mode: $(ccache_stats "$CC_PP" preprocessed_cache_hit) hits, $(ccache_stats "$CC_PP" cache_miss) misses"
     echo "ccache direct mode: $(ccache_stats "$CC_DIRECT" direct_cache_hit) hits, $(ccache_stats "$CC_DIRECT" cache_miss) misses"
-    "$MESHCC" stats --json | python3 -c 'import json,sys; s=json.load(sys.stdin); print(f"meshcc: {s[\"cache_hits\"]} hits, {s[\"cache_misses\"]} misses, {sum(s[\"not_compile\"].values())} links")'
+    "$MESHCC" stats --json | python3 -c 'import json, sys; s = json.load(sys.stdin); print("meshcc: %d hits, %d misses, %d not compiles (links)" % (s["cache_hits"], s["cache_misses"], sum(s["not_compile"].values())))'
 } | tee "$RESULTS/hit-check.txt"
 
 "$MESHCC" stop >/dev/null
