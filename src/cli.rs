@@ -39,6 +39,13 @@ enum Command {
         #[arg(long, short = 'z')]
         zero: bool,
     },
+    /// Build a small bundled project through meshcc twice on a throwaway node, and show
+    /// what came from the cache.
+    Demo {
+        /// The compiler to use.
+        #[arg(long, default_value = "gcc")]
+        cc: String,
+    },
     /// Tell what meshcc would do with a compiler call, without running anything.
     Explain {
         /// Print JSON.
@@ -51,7 +58,7 @@ enum Command {
 }
 
 /// The subcommand names, so `main` can tell them from compiler names.
-pub const SUBCOMMANDS: &[&str] = &["daemon", "stop", "stats", "explain", "help"];
+pub const SUBCOMMANDS: &[&str] = &["daemon", "demo", "stop", "stats", "explain", "help"];
 
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -77,6 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop => stop(&config),
         Command::Stats { json, zero } => stats_cmd(&config, json, zero),
         Command::Explain { json, command } => explain(&config, json, &command),
+        Command::Demo { cc } => crate::demo::run(&cc),
     };
     match result {
         Ok(code) => code,

@@ -201,7 +201,10 @@ impl Config {
             .unwrap_or_else(|| paths.config_dir.join("config.toml"));
         let file = read_file_config(&file_path)?;
 
-        if let Some(dir) = get("MESHCC_CACHE_DIR").map(PathBuf::from).or(file.cache.dir) {
+        if let Some(dir) = get("MESHCC_CACHE_DIR")
+            .map(PathBuf::from)
+            .or(file.cache.dir)
+        {
             paths.cache_dir = dir;
         }
         let cache_max_bytes = match get("MESHCC_CACHE_SIZE") {
@@ -351,7 +354,11 @@ mod tests {
         assert_eq!(c.log_filter, "warn");
         assert!(c.disabled);
 
-        std::fs::write(dir.path().join("config/config.toml"), "[cache]\nbogus = 1\n").unwrap();
+        std::fs::write(
+            dir.path().join("config/config.toml"),
+            "[cache]\nbogus = 1\n",
+        )
+        .unwrap();
         let e = Config::load_from(&env(&[("MESHCC_HOME", &home)]), 0).unwrap_err();
         assert!(e.to_string().contains("config.toml"), "{e}");
     }

@@ -6,5 +6,6 @@ pub mod cache;
 pub mod cli;
 pub mod compiler;
 pub mod config;
+pub mod demo;
 pub mod node;
 pub mod wrapper;

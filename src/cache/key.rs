@@ -45,8 +45,16 @@ pub const KEYED_ENV: &[&str] = &[
     "MACOSX_DEPLOYMENT_TARGET",
 ];
 
+/// Picks the set variables of [`KEYED_ENV`] from an environment, in a fixed order.
+pub fn keyed_env<'e>(get: impl Fn(&str) -> Option<&'e str>) -> Vec<(&'static str, &'e str)> {
+    KEYED_ENV
+        .iter()
+        .filter_map(|var| get(var).map(|value| (*var, value)))
+        .collect()
+}
+
 /// Everything a cache key is derived from. Pure data: the caller gathers it.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct KeyInputs<'a> {
     /// Content identity of the toolchain (`compiler::toolchain`).
     pub toolchain: &'a [u8; 32],
@@ -56,8 +64,8 @@ pub struct KeyInputs<'a> {
     pub key_args: &'a [String],
     /// The apparent working directory, when the result depends on it.
     pub cwd: Option<&'a str>,
-    /// Look-up of environment variables.
-    pub env: &'a dyn Fn(&str) -> Option<&'a str>,
+    /// The keyed environment variables that are set ([`keyed_env`]).
+    pub env: &'a [(&'static str, &'a str)],
     /// The preprocessed text (or the input itself when it needs no preprocessing).
     pub source: &'a [u8],
     /// What the preprocessor printed on stderr.
@@ -83,10 +91,8 @@ pub fn derive(inputs: &KeyInputs<'_>) -> Key {
     if let Some(cwd) = inputs.cwd {
         field("cwd", cwd.as_bytes());
     }
-    for var in KEYED_ENV {
-        if let Some(value) = (inputs.env)(var) {
-            field(var, value.as_bytes());
-        }
+    for (var, value) in inputs.env {
+        field(var, value.as_bytes());
     }
     field("source", inputs.source);
     field("cpp-stderr", inputs.preprocessor_stderr);
@@ -97,47 +103,70 @@ pub fn derive(inputs: &KeyInputs<'_>) -> Key {
 mod tests {
     use super::*;
 
-    fn base_env(var: &str) -> Option<&'static str> {
-        (var == "LANG").then_some("C.UTF-8")
+    /// Owned inputs, so each test can change one field.
+    #[derive(Clone)]
+    struct Fixture {
+        toolchain: [u8; 32],
+        name: &'static str,
+        args: Vec<String>,
+        cwd: Option<&'static str>,
+        env: Vec<(&'static str, &'static str)>,
+        source: &'static [u8],
+        cpp_stderr: &'static [u8],
     }
 
-    fn key_with(f: impl FnOnce(&mut KeyInputs<'_>)) -> Key {
-        let args = vec!["-c".to_string(), "-O2".to_string()];
-        let mut inputs = KeyInputs {
-            toolchain: &[7; 32],
-            compiler_name: "gcc",
-            key_args: &args,
-            cwd: None,
-            env: &base_env,
-            source: b"int x;",
-            preprocessor_stderr: b"",
-        };
-        f(&mut inputs);
-        derive(&inputs)
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                toolchain: [7; 32],
+                name: "gcc",
+                args: vec!["-c".into(), "-O2".into()],
+                cwd: None,
+                env: vec![("LANG", "C.UTF-8")],
+                source: b"int x;",
+                cpp_stderr: b"",
+            }
+        }
+
+        fn key(&self) -> Key {
+            derive(&KeyInputs {
+                toolchain: &self.toolchain,
+                compiler_name: self.name,
+                key_args: &self.args,
+                cwd: self.cwd,
+                env: &self.env,
+                source: self.source,
+                preprocessor_stderr: self.cpp_stderr,
+            })
+        }
+
+        fn with(&self, f: impl FnOnce(&mut Self)) -> Key {
+            let mut other = self.clone();
+            f(&mut other);
+            other.key()
+        }
     }
 
     #[test]
     fn same_inputs_same_key() {
-        assert_eq!(key_with(|_| {}), key_with(|_| {}));
+        assert_eq!(Fixture::new().key(), Fixture::new().key());
     }
 
     #[test]
     fn every_input_changes_the_key() {
-        let base = key_with(|_| {});
-        let other_args = vec!["-c".to_string(), "-O3".to_string()];
-        let split_args = vec!["-c-O2".to_string()];
-        let no_env = |_: &str| None;
-        let other_lang = |v: &str| (v == "LANG").then_some("C");
+        let f = Fixture::new();
+        let base = f.key();
         let variants = [
-            key_with(|i| i.toolchain = &[8; 32]),
-            key_with(|i| i.compiler_name = "g++"),
-            key_with(|i| i.key_args = &other_args),
-            key_with(|i| i.key_args = &split_args),
-            key_with(|i| i.cwd = Some("/src")),
-            key_with(|i| i.env = &no_env),
-            key_with(|i| i.env = &other_lang),
-            key_with(|i| i.source = b"int y;"),
-            key_with(|i| i.preprocessor_stderr = b"warning"),
+            f.with(|i| i.toolchain = [8; 32]),
+            f.with(|i| i.name = "g++"),
+            f.with(|i| i.args[1] = "-O3".into()),
+            f.with(|i| i.args = vec!["-c-O2".into()]),
+            f.with(|i| i.cwd = Some("/src")),
+            f.with(|i| i.env.clear()),
+            f.with(|i| i.env = vec![("LANG", "C")]),
+            f.with(|i| i.env = vec![("LC_ALL", "C.UTF-8")]),
+            f.with(|i| i.source = b"int y;"),
+            f.with(|i| i.cpp_stderr = b"warning"),
         ];
         for (n, k) in variants.iter().enumerate() {
             assert_ne!(*k, base, "variant {n}");
@@ -145,12 +174,16 @@ mod tests {
     }
 
     #[test]
-    fn unkeyed_environment_is_ignored() {
-        let with_path = |v: &str| match v {
+    fn only_keyed_variables_are_picked() {
+        let env = |v: &str| match v {
             "LANG" => Some("C.UTF-8"),
             "PATH" => Some("/elsewhere"),
+            "SOURCE_DATE_EPOCH" => Some("1"),
             _ => None,
         };
-        assert_eq!(key_with(|i| i.env = &with_path), key_with(|_| {}));
+        assert_eq!(
+            keyed_env(env),
+            vec![("LANG", "C.UTF-8"), ("SOURCE_DATE_EPOCH", "1")]
+        );
     }
 }

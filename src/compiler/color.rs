@@ -21,7 +21,9 @@ pub fn wanted(
         ColorChoice::Always => true,
         ColorChoice::Never => false,
         ColorChoice::Auto => {
-            stderr_is_tty && term.is_some_and(|t| !t.is_empty() && t != "dumb") && gcc_colors != Some("")
+            stderr_is_tty
+                && term.is_some_and(|t| !t.is_empty() && t != "dumb")
+                && gcc_colors != Some("")
         }
     }
 }

@@ -95,7 +95,9 @@ pub enum IpcError {
     #[error("malformed message: {0}")]
     Decode(#[from] postcard::Error),
     /// The peer speaks another protocol version.
-    #[error("protocol version {0} (expected {IPC_VERSION}): restart the daemon with `meshcc stop`")]
+    #[error(
+        "protocol version {0} (expected {IPC_VERSION}): restart the daemon with `meshcc stop`"
+    )]
     Version(u32),
 }
 

@@ -112,10 +112,7 @@ impl Stats {
 
     /// A copy of the counters.
     pub fn snapshot(&self) -> StatsSnapshot {
-        self.counters
-            .lock()
-            .map(|c| c.clone())
-            .unwrap_or_default()
+        self.counters.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
     /// Zeroes every counter.
@@ -250,7 +247,12 @@ mod tests {
     #[test]
     fn json_has_the_documented_keys() {
         let v = serde_json::to_value(StatsSnapshot::default()).unwrap();
-        for key in ["cache_hits", "cache_misses", "uncacheable", "local_compiles"] {
+        for key in [
+            "cache_hits",
+            "cache_misses",
+            "uncacheable",
+            "local_compiles",
+        ] {
             assert!(v.get(key).is_some_and(|x| x.is_u64()), "{key}");
         }
     }

@@ -60,8 +60,9 @@ pub fn connect_or_start(paths: &Paths, autostart: bool) -> Result<UnixStream, Cl
         .write(true)
         .open(paths.start_lock())
         .map_err(|e| start_err(format!("cannot open {}: {e}", paths.start_lock().display())))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| start_err(format!("cannot lock {}: {e}", paths.start_lock().display())))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, e)| start_err(format!("cannot lock {}: {e}", paths.start_lock().display())),
+    )?;
     if let Ok(s) = connect(paths) {
         return Ok(s);
     }
@@ -97,8 +98,7 @@ pub fn connect_or_start(paths: &Paths, autostart: bool) -> Result<UnixStream, Cl
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Lost a race with a daemon started by hand? Then it answers now.
-            return connect(paths)
-                .map_err(|_| start_err(format!("it exited at once ({status})")));
+            return connect(paths).map_err(|_| start_err(format!("it exited at once ({status})")));
         }
         if Instant::now() > deadline {
             return Err(start_err(format!(

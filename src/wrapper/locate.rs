@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LocateError {
     /// Nothing of that name (other than meshcc) on the search path.
-    #[error("cannot find compiler '{name}' in {var} (set MESHCC_PATH to where the real compiler lives)")]
+    #[error(
+        "cannot find compiler '{name}' in {var} (set MESHCC_PATH to where the real compiler lives)"
+    )]
     NotFound {
         /// The name looked for.
         name: String,
@@ -45,7 +47,9 @@ pub fn find_compiler(
     cwd: &Path,
     self_exe: &Path,
 ) -> Result<PathBuf, LocateError> {
-    let me = self_exe.canonicalize().unwrap_or_else(|_| self_exe.to_path_buf());
+    let me = self_exe
+        .canonicalize()
+        .unwrap_or_else(|_| self_exe.to_path_buf());
     let is_me = |p: &Path| p.canonicalize().is_ok_and(|c| c == me);
     let display = name.to_string_lossy().into_owned();
     if name.as_bytes().contains(&b'/') {

@@ -108,7 +108,10 @@ fn try_daemon(config: &Config, inv: &Invocation, compiler: &Path, cwd: &Path) ->
         .map(|a| a.to_str().map(str::to_owned))
         .collect::<Option<Vec<String>>>()
     else {
-        client::count(paths, &CounterEvent::Uncacheable(Uncacheable::NonUtf8Argument));
+        client::count(
+            paths,
+            &CounterEvent::Uncacheable(Uncacheable::NonUtf8Argument),
+        );
         return Outcome::Exec;
     };
     let read = |name: &str| std::fs::read_to_string(cwd.join(name));
@@ -147,7 +150,10 @@ fn try_daemon(config: &Config, inv: &Invocation, compiler: &Path, cwd: &Path) ->
         Verdict::Cacheable(_) => {}
     }
     let (Some(compiler_str), Some(cwd_str)) = (compiler.to_str(), cwd.to_str()) else {
-        client::count(paths, &CounterEvent::Uncacheable(Uncacheable::NonUtf8Argument));
+        client::count(
+            paths,
+            &CounterEvent::Uncacheable(Uncacheable::NonUtf8Argument),
+        );
         return Outcome::Exec;
     };
     let umask = {
