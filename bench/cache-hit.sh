@@ -4,7 +4,7 @@
 #   bench/cache-hit.sh            # two rounds, results under target/bench/cache-hit-<time>/
 #
 # Tunables (environment): RUNS (default 20, hit and heavy-compile groups), SMALL_RUNS (40),
-# LINK_RUNS (60), WARMUP (3), ROUNDS (2). Nothing here touches the network.
+# LINK_RUNS (100), WARMUP (3), ROUNDS (2). Nothing here touches the network.
 #
 # Each round runs three hyperfine comparisons (small C file, heavy C++ file, link step); the
 # second round lists the commands in reverse order, so a drift of the machine's speed does not
@@ -13,7 +13,7 @@ set -euo pipefail
 
 RUNS=${RUNS:-20}
 SMALL_RUNS=${SMALL_RUNS:-40}
-LINK_RUNS=${LINK_RUNS:-60}
+LINK_RUNS=${LINK_RUNS:-100}
 WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-2}
 
@@ -111,8 +111,11 @@ CCACHE_DIR=$CC_DIRECT ccache --zero-stats >/dev/null
 # Runs one hyperfine comparison; $1 = round, $2 = group, $3 = runs, then the command keys in
 # their round-1 order (reversed in even rounds).
 compare() {
-    local round=$1 group=$2 runs=$3
+    local round=$1 group=$2 runs=$3 shell=()
     shift 3
+    # The link commands need no variable assignment: run them without a shell (-N), which
+    # takes the shell's start-up noise out of a difference of a millisecond or two.
+    if [[ $group == link ]]; then shell=(-N); fi
     local keys=("$@") args=() i
     if ((round % 2 == 0)); then
         keys=()
@@ -122,7 +125,7 @@ compare() {
         args+=(--command-name "${key#*.}" "${CMD[$key]}")
     done
     log "round $round: $group"
-    hyperfine --style basic --warmup "$WARMUP" --runs "$runs" \
+    hyperfine "${shell[@]}" --style basic --warmup "$WARMUP" --runs "$runs" \
         --export-json "$RESULTS/round$round-$group.json" \
         --export-markdown "$RESULTS/round$round-$group.md" \
         "${args[@]}"
