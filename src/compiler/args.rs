@@ -1430,6 +1430,11 @@ fn key_args(
                     key.extend([o.name.to_string(), value.to_string()])
                 }
                 Role::DepTarget => {}
+                // A recorded command line (clang's -grecord-command-line records every
+                // option) makes even preprocessor-only options part of the output.
+                _ if o.flags & CPP != 0 && (s.record_f || s.record_g) => {
+                    key.extend(item.tokens.iter().cloned())
+                }
                 _ if o.flags & (CPP | NO_HASH) != 0 => {}
                 _ => key.extend(item.tokens.iter().cloned()),
             },
@@ -2125,6 +2130,24 @@ mod tests {
             assert!(job(&["-c", input]).preprocess_args.is_empty());
         }
         assert_eq!(job(&["-c", "x.S"]).preprocess_args, strings(&["x.S", "-E"]));
+    }
+
+    #[test]
+    fn a_recorded_command_line_keys_preprocessor_options_too() {
+        for record in ["-frecord-gcc-switches", "-grecord-command-line"] {
+            let key = job(&["-c", "foo.c", "-DX=1", "-Iinc", record]).key_args;
+            assert!(key.contains(&"-DX=1".to_string()), "{record}: {key:?}");
+            assert!(key.contains(&"-Iinc".to_string()), "{record}: {key:?}");
+        }
+        let key = job(&[
+            "-c",
+            "foo.c",
+            "-DX=1",
+            "-grecord-command-line",
+            "-gno-record-command-line",
+        ])
+        .key_args;
+        assert!(!key.contains(&"-DX=1".to_string()), "{key:?}");
     }
 
     #[test]

@@ -68,6 +68,7 @@ struct Memo {
 #[derive(Debug, Default)]
 pub struct Toolchains {
     memo: Mutex<HashMap<PathBuf, Memo>>,
+    native: Mutex<HashMap<(PathBuf, Vec<String>), String>>,
 }
 
 impl Toolchains {
@@ -98,6 +99,49 @@ impl Toolchains {
             map.insert(compiler.to_path_buf(), memo);
         }
         Ok(id)
+    }
+
+    /// What `-march=native`-style options expand to on this machine: the compiler's own
+    /// internal command line for them (`-### -E`), memoised. Two machines with different CPUs
+    /// give different answers, so it belongs in the cache key (`wrapper.md` §3.1 item 8).
+    /// Blocking.
+    pub fn native_expansion(
+        &self,
+        compiler: &Path,
+        native_args: &[String],
+    ) -> Result<String, ToolchainError> {
+        let memo_key = (compiler.to_path_buf(), native_args.to_vec());
+        if let Some(found) = self
+            .native
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&memo_key).cloned())
+        {
+            return Ok(found);
+        }
+        let out = std::process::Command::new(compiler)
+            .args(["-###", "-E", "-x", "c", "-"])
+            .args(native_args)
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|source| ToolchainError::Run {
+                path: compiler.to_path_buf(),
+                source,
+            })?;
+        // The driver prints the commands it would run on stderr; keep only the option words
+        // that the native options expand to (not paths, which vary with the directory).
+        let text = String::from_utf8_lossy(&out.stderr);
+        let expansion: Vec<&str> = text
+            .split_whitespace()
+            .map(|w| w.trim_matches('"'))
+            .filter(|w| w.starts_with("-m") || w.starts_with("-target") || w.starts_with("+"))
+            .collect();
+        let expansion = expansion.join(" ");
+        if let Ok(mut m) = self.native.lock() {
+            m.insert(memo_key, expansion.clone());
+        }
+        Ok(expansion)
     }
 
     fn lookup(&self, compiler: &Path) -> Option<Memo> {
@@ -195,6 +239,16 @@ mod tests {
         std::fs::write(&fake, bytes).unwrap();
         let b = t.identify(&fake, CompilerFamily::Gcc).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn native_options_expand_to_this_cpu() {
+        let t = Toolchains::new();
+        let native = ["-march=native".to_string()];
+        let expansion = t.native_expansion(&gcc(), &native).unwrap();
+        assert!(expansion.contains("-march="), "{expansion}");
+        assert!(!expansion.contains("-march=native"), "{expansion}");
+        assert_eq!(t.native_expansion(&gcc(), &native).unwrap(), expansion);
     }
 
     #[test]

@@ -125,10 +125,24 @@ impl Pipeline {
 
         let toolchains = self.toolchains.clone();
         let compiler = PathBuf::from(&req.compiler);
-        let identity =
-            tokio::task::spawn_blocking(move || toolchains.identify(&compiler, family)).await;
-        let toolchain = match identity {
-            Ok(Ok(id)) => id,
+        let native_args: Vec<String> = job
+            .key_args
+            .iter()
+            .filter(|a| a.ends_with("=native"))
+            .cloned()
+            .collect();
+        let identity = tokio::task::spawn_blocking(move || {
+            let id = toolchains.identify(&compiler, family)?;
+            let native = if native_args.is_empty() {
+                String::new()
+            } else {
+                toolchains.native_expansion(&compiler, &native_args)?
+            };
+            Ok::<_, crate::compiler::toolchain::ToolchainError>((id, native))
+        })
+        .await;
+        let (toolchain, native) = match identity {
+            Ok(Ok(found)) => found,
             Ok(Err(e)) => {
                 warn!("{e}");
                 self.stats.count(Event::Error("toolchain"));
@@ -141,6 +155,8 @@ impl Pipeline {
             }
         };
 
+        let input_path = cwd.join(&job.input);
+        let input_before = input_stamp(&input_path);
         let (source, cpp_stderr) = if job.language.needs_preprocessing() {
             match run(&req, &req.compiler, &job.preprocess_args).await {
                 Ok(ran) if ran.exit_code == 0 => (ran.stdout, ran.stderr),
@@ -161,10 +177,14 @@ impl Pipeline {
             }
         };
         let env = key::keyed_env(env_get);
+        let mut key_args = job.key_args.clone();
+        if !native.is_empty() {
+            key_args.push(format!("native-expansion={native}"));
+        }
         let key = key::derive(&KeyInputs {
             toolchain: &toolchain.0,
             compiler_name: &req.compiler_name,
-            key_args: &job.key_args,
+            key_args: &key_args,
             cwd: job.key_includes_cwd.then_some(req.cwd.as_str()),
             env: &env,
             source: &source,
@@ -216,6 +236,13 @@ impl Pipeline {
         if ran.exit_code != 0 {
             self.stats.count(Event::CompileFailed);
             return self.replay(&req, &job, ran.exit_code, ran.stdout, ran.stderr);
+        }
+        if input_changed(&input_path, input_before) {
+            // Edited while we compiled: the object may not match the text the key was made
+            // from. Reply with it, but never store it.
+            debug!("input modified during the compile; not stored");
+            self.stats.count(Event::Uncacheable("modified_input_file"));
+            return self.replay(&req, &job, 0, ran.stdout, ran.stderr);
         }
         match read_outputs(&cwd, &job) {
             Ok(outputs) => {
@@ -350,6 +377,22 @@ async fn run(req: &CompileRequest, program: &str, args: &[String]) -> std::io::R
     })
 }
 
+/// What identifies a version of the input file.
+type InputStamp = Option<(u64, u64, std::time::SystemTime)>;
+
+fn input_stamp(path: &Path) -> InputStamp {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.modified().ok()?))
+}
+
+/// Whether the input changed since `before` was taken (its inode, size or nanosecond mtime).
+/// An edit within the same kernel clock tick and of the same size would go unseen; header
+/// edits are not checked (see docs/architecture.md).
+fn input_changed(path: &Path, before: InputStamp) -> bool {
+    before.is_none() || input_stamp(path) != before
+}
+
 /// Reads the outputs a successful compile wrote. The primary output must exist; side outputs
 /// that the compiler chose not to write are left out.
 fn read_outputs(cwd: &Path, job: &CompileJob) -> std::io::Result<Vec<(args::OutputKind, Vec<u8>)>> {
@@ -365,6 +408,9 @@ fn read_outputs(cwd: &Path, job: &CompileJob) -> std::io::Result<Vec<(args::Outp
     }
     Ok(outputs)
 }
+
+/// Distinguishes temporary output files of concurrent jobs.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes a cached entry's outputs where the compile would have: each to a temporary file in
 /// the same directory, renamed into place, so a reader never sees half a file.
@@ -383,7 +429,11 @@ fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.meshcc-{}.tmp", std::process::id()));
+        let tmp = dir.join(format!(
+            ".{name}.meshcc-{}-{}.tmp",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -402,4 +452,26 @@ fn write_outputs(cwd: &Path, job: &CompileJob, entry: &Entry, umask: u32) -> std
         result.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dest.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_edited_during_the_job_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.c");
+        std::fs::write(&path, "int a;").unwrap();
+        let before = input_stamp(&path);
+        assert!(!input_changed(&path, before));
+
+        std::fs::write(&path, "int b; int c;").unwrap();
+        assert!(input_changed(&path, before), "edited");
+
+        let now = input_stamp(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(input_changed(&path, now), "removed");
+        assert!(input_changed(&path, None), "unreadable at the start");
+    }
 }
