@@ -284,3 +284,54 @@ async fn simultaneous_dials_settle_on_one_connection() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test]
+async fn no_secret_no_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap().to_string();
+    let get = |k: &str| match k {
+        "MESHCC_HOME" => Some(home.clone()),
+        "MESHCC_LISTEN" => Some("127.0.0.1:0".to_string()),
+        _ => None,
+    };
+    let config = crate::config::Config::load_from(&get, nix::unistd::getuid().as_raw()).unwrap();
+    assert!(super::start(&config).await.unwrap().is_none());
+    ClusterSecret::generate()
+        .unwrap()
+        .store(
+            &config.paths.data_dir.join(super::cluster::SECRET_FILE),
+            false,
+        )
+        .unwrap();
+    let mesh = super::start(&config)
+        .await
+        .unwrap()
+        .expect("a mesh with a secret");
+    assert!(mesh.local_addr().unwrap().ip().is_loopback());
+    mesh.close().await;
+}
+
+#[test]
+fn settings_from_env_and_file() {
+    use super::{FileMesh, MeshSettings};
+    let s = MeshSettings::resolve(&|_| None, FileMesh::default()).unwrap();
+    assert_eq!(s.listen.port(), super::transport::DEFAULT_PORT);
+    let e = MeshSettings::resolve(
+        &|k| (k == "MESHCC_LISTEN").then(|| "nonsense".to_string()),
+        FileMesh::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("MESHCC_LISTEN"), "{e}");
+    let id = NodeId([1; 32]);
+    let file: FileMesh = toml::from_str(&format!(
+        "listen = \"127.0.0.1:9\"\nallow = [\"{id}\"]\ndeny = []\n"
+    ))
+    .unwrap();
+    let s = MeshSettings::resolve(&|_| None, file).unwrap();
+    assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
+    assert_eq!(s.allow, Some(HashSet::from([id])));
+    let file: FileMesh = toml::from_str("deny = [\"bad\"]").unwrap();
+    assert!(MeshSettings::resolve(&|_| None, file)
+        .unwrap_err()
+        .contains("mesh.deny"));
+}

@@ -369,21 +369,25 @@ impl Mesh {
             d.entry(id).or_default().clone()
         };
         let _guard = lock.lock().await;
-        if let Some(c) = self.connection(&id) {
-            return Ok(c);
-        }
-        let conn = self.dial(id, addr, !self.accepting).await?;
-        let kept = if self.accepting {
-            let kept = self.register(id, conn.clone(), self.id());
-            tokio::spawn(serve_connection(Arc::downgrade(self), conn, id));
-            kept
-        } else {
-            conn
+        let result = match self.connection(&id) {
+            Some(c) => Ok(c),
+            None => self.dial(id, addr, !self.accepting).await.map(|conn| {
+                if self.accepting {
+                    let kept = self.register(id, conn.clone(), self.id());
+                    tokio::spawn(serve_connection(Arc::downgrade(self), conn, id));
+                    kept
+                } else {
+                    conn
+                }
+            }),
         };
         if let Ok(mut d) = self.dialing.lock() {
-            d.remove(&id);
+            // Forget the per-id lock once nobody else waits on it.
+            if d.get(&id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+                d.remove(&id);
+            }
         }
-        Ok(kept)
+        result
     }
 
     /// Dials and authenticates a connection, without touching the peer table.
