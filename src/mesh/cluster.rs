@@ -157,10 +157,17 @@ impl ClusterSecret {
 
     /// The membership tag this node sends (`role` is its own role on the connection).
     pub fn tag(&self, role: Role, exporter: &[u8; 32], own: &NodeId, peer: &NodeId) -> [u8; 32] {
-        self.mac(role, exporter, own, peer)
-            .finalize()
-            .into_bytes()
-            .into()
+        match self.mac(role, exporter, own, peer) {
+            Some(mac) => mac.finalize().into_bytes().into(),
+            // Cannot happen (HMAC takes any key length); a random tag never verifies.
+            None => {
+                let mut t = [0u8; 32];
+                let _ = rustls::crypto::ring::default_provider()
+                    .secure_random
+                    .fill(&mut t);
+                t
+            }
+        }
     }
 
     /// Checks, in constant time, the tag a peer sent (`role` is the peer's role).
@@ -173,8 +180,7 @@ impl ClusterSecret {
         tag: &[u8; 32],
     ) -> bool {
         self.mac(role, exporter, peer, own)
-            .verify_slice(tag)
-            .is_ok()
+            .is_some_and(|mac| mac.verify_slice(tag).is_ok())
     }
 
     fn mac(
@@ -183,10 +189,9 @@ impl ClusterSecret {
         exporter: &[u8; 32],
         sender: &NodeId,
         receiver: &NodeId,
-    ) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length; 32 bytes cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+    ) -> Option<Hmac<Sha256>> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).ok()?;
         mac.update(TAG_DOMAIN);
         mac.update(match role {
             Role::Dialer => b"D",
@@ -195,15 +200,8 @@ impl ClusterSecret {
         mac.update(exporter);
         mac.update(&sender.0);
         mac.update(&receiver.0);
-        mac
+        Some(mac)
     }
-}
-
-#[cold]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    // `Hmac::new_from_slice` only fails for fixed-size-key MACs; HMAC takes any key length.
-    // Fall back to an empty-key MAC rather than panic; it can never verify a real tag.
-    <Hmac<Sha256> as hmac::digest::KeyInit>::new(&Default::default())
 }
 
 /// The exporter keying material of a connection that binds the membership proof to it.
