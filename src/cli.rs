@@ -55,10 +55,45 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+    /// Print this node's id (made on first use).
+    Id,
+    /// Create a cluster: make its secret on this node and print a join token.
+    Init {
+        /// This node's reachable HOST:PORT, put in the token as the seed other nodes dial.
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Replace an existing cluster secret.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Join a cluster with a token printed by `meshcc init` (then restart: `meshcc stop`).
+    Join {
+        /// The join token.
+        token: String,
+        /// Replace an existing cluster secret.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check that a mesh node answers: NODEID@HOST:PORT.
+    Ping {
+        /// The node, as NODEID@HOST:PORT.
+        peer: String,
+        /// How many pings.
+        #[arg(long, short = 'c', default_value_t = 1)]
+        count: u32,
+    },
+    /// Show this node and its mesh peers.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The subcommand names, so `main` can tell them from compiler names.
-pub const SUBCOMMANDS: &[&str] = &["daemon", "demo", "stop", "stats", "explain", "help"];
+pub const SUBCOMMANDS: &[&str] = &[
+    "daemon", "demo", "stop", "stats", "explain", "help", "id", "init", "join", "ping", "status",
+];
 
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
@@ -85,6 +120,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stats { json, zero } => stats_cmd(&config, json, zero),
         Command::Explain { json, command } => explain(&config, json, &command),
         Command::Demo { cc } => crate::demo::run(&cc),
+        Command::Id => crate::mesh::commands::id(&config),
+        Command::Init { advertise, force } => {
+            crate::mesh::commands::init(&config, advertise, force)
+        }
+        Command::Join { token, force } => crate::mesh::commands::join(&config, &token, force),
+        Command::Ping { peer, count } => crate::mesh::commands::ping(&config, &peer, count),
+        Command::Status { json } => crate::mesh::commands::status(&config, json),
     };
     match result {
         Ok(code) => code,

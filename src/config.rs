@@ -39,6 +39,9 @@ pub enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// A `[mesh]` setting or `MESHCC_LISTEN` is invalid.
+    #[error("invalid mesh setting: {0}")]
+    Mesh(String),
     /// A private directory cannot be made safe.
     #[error("directory {path} is unsafe or unusable: {reason}")]
     Dir {
@@ -151,6 +154,8 @@ struct FileConfig {
     log: FileLog,
     #[serde(default)]
     compiler: FileCompiler,
+    #[serde(default)]
+    mesh: crate::mesh::FileMesh,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +190,8 @@ pub struct Config {
     pub compiler_path: Option<String>,
     /// `MESHCC_DISABLE`: run every compiler call unchanged, as if meshcc were not there.
     pub disabled: bool,
+    /// Mesh settings (`[mesh]`, `MESHCC_LISTEN`); used only when a cluster secret exists.
+    pub mesh: crate::mesh::MeshSettings,
 }
 
 impl Config {
@@ -229,6 +236,7 @@ impl Config {
                 .unwrap_or_else(|| "info".into()),
             compiler_path: get("MESHCC_PATH").or(file.compiler.path),
             disabled: get("MESHCC_DISABLE").is_some_and(|v| !v.is_empty() && v != "0"),
+            mesh: crate::mesh::MeshSettings::resolve(get, file.mesh).map_err(ConfigError::Mesh)?,
         })
     }
 }

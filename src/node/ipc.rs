@@ -48,6 +48,8 @@ pub enum Request {
     ZeroStats,
     /// Shut the daemon down gracefully.
     Stop,
+    /// Report the mesh: this node and its peers.
+    MeshStatus,
 }
 
 /// The daemon's answer.
@@ -73,6 +75,8 @@ pub enum Reply {
     Done,
     /// The request was refused or failed.
     Error(String),
+    /// The mesh as this node sees it; `None` when no cluster is configured.
+    MeshStatus(Option<Box<crate::mesh::proto::StatusInfo>>),
 }
 
 /// A frame with the protocol version, so a stale wrapper and a new daemon fail cleanly.

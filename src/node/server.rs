@@ -37,6 +37,8 @@ struct Node {
     store: Option<Arc<LocalStore>>,
     uid: u32,
     shutdown: watch::Sender<bool>,
+    /// The mesh endpoint, when a cluster is configured.
+    mesh: Option<Arc<crate::mesh::transport::Mesh>>,
 }
 
 impl Node {
@@ -89,12 +91,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let stats = Arc::new(Stats::load(paths.data_dir.join("stats.json")));
     let (shutdown, mut stopping) = watch::channel(false);
+    // The mesh endpoint (only with a cluster secret); its failure leaves the local cache working.
+    let mesh = crate::mesh::start(&config).await.unwrap_or_else(|e| {
+        error!("the mesh endpoint cannot start, this node works alone: {e:#}");
+        None
+    });
     let node = Arc::new(Node {
         pipeline: Pipeline::new(store.clone(), stats.clone()),
         stats: stats.clone(),
         store,
         uid,
         shutdown,
+        mesh,
     });
 
     // Bind the counter socket first: a wrapper that can reach the stream socket finds it.
@@ -148,6 +156,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     if drained.is_err() {
         warn!("jobs still running after {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    if let Some(mesh) = &node.mesh {
+        mesh.close().await;
     }
     flusher.abort();
     counter_task.abort();
@@ -204,6 +215,7 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
             let _ = node.shutdown.send(true);
             Reply::Done
         }
+        Request::MeshStatus => Reply::MeshStatus(node.mesh.as_ref().map(|m| Box::new(m.status()))),
     };
     if let Err(e) = ipc::write_async(&mut stream, &reply).await {
         debug!("cannot send the reply (the wrapper went away?): {e}");

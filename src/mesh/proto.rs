@@ -1,0 +1,382 @@
+//! The mesh wire protocol: postcard messages in length-prefixed frames on QUIC streams.
+//!
+//! A frame is a 4-byte little-endian length followed by that many bytes of postcard. Every read
+//! names the largest frame it accepts ([`Limit`]), checked before anything is allocated, and
+//! runs under a timeout. Bulk payloads never ride inside a message: a header message gives
+//! their length and the raw bytes follow on the same stream, moved in [`CHUNK`]-sized pieces.
+//!
+//! Streams: each connection starts with a control stream (dialer opens it) carrying one
+//! [`Hello`] each way; then every request is one bidirectional stream: [`Request`] (+ bulk),
+//! then [`Reply`] (+ bulk).
+
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::identity::NodeId;
+
+/// Version of the mesh protocol, carried in [`Hello`]; nodes of other versions are refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Bulk payloads move in pieces of this size.
+pub const CHUNK: usize = 64 << 10;
+
+/// Largest bulk payload one request or reply may carry.
+pub const MAX_BULK: u64 = 1 << 30;
+
+/// The largest frame accepted for each kind of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// [`Hello`] on the control stream.
+    Hello,
+    /// A [`Request`] header.
+    Request,
+    /// A [`Reply`] header.
+    Reply,
+}
+
+impl Limit {
+    /// The limit in bytes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            Limit::Hello => 1 << 10,
+            Limit::Request => 64 << 10,
+            Limit::Reply => 1 << 20,
+        }
+    }
+}
+
+/// First message on a connection, one each way on the control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub version: u32,
+    /// The sender's NodeId (must match its TLS key).
+    pub node_id: NodeId,
+    /// The UDP port the sender accepts connections on, if any (an address hint).
+    pub listen_port: Option<u16>,
+    /// A short-lived tool (e.g. `meshcc ping`), not a member: served, never put in the peer table.
+    pub ephemeral: bool,
+    /// HMAC-SHA256 proof of the cluster secret, bound to this TLS session (see `cluster`).
+    pub auth_tag: [u8; 32],
+}
+
+/// A request on its own bidirectional stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and round-trip check.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// The serving node's view of the mesh.
+    Status,
+    /// `len` raw bytes follow; the reply is their BLAKE3 digest (diagnostics, benchmarks).
+    Upload {
+        /// Bytes that follow the header.
+        len: u64,
+    },
+    /// Ask for `len` deterministic bytes made from `seed` ([`pattern`]); the reply header is
+    /// [`Reply::Bulk`] and the bytes follow (diagnostics, benchmarks).
+    Download {
+        /// Bytes wanted.
+        len: u64,
+        /// Seed of the pattern.
+        seed: u64,
+    },
+}
+
+/// A reply on the request's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// Answer to [`Request::Status`].
+    Status(StatusInfo),
+    /// BLAKE3 of an upload.
+    Digest([u8; 32]),
+    /// `len` raw bytes follow.
+    Bulk {
+        /// Bytes that follow.
+        len: u64,
+    },
+    /// The request was refused or failed.
+    Error(String),
+}
+
+/// One member as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member's id.
+    pub node_id: NodeId,
+    /// Addresses it was last seen at.
+    pub addrs: Vec<String>,
+    /// `connected` or `closed`.
+    pub state: String,
+}
+
+/// A node's view of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The node's own id.
+    pub node_id: NodeId,
+    /// The address its endpoint is bound to.
+    pub listen: Option<String>,
+    /// Its peers.
+    pub members: Vec<MemberInfo>,
+}
+
+/// Errors in reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed or ended early.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer announced a frame larger than the limit for its kind.
+    #[error("frame of {len} bytes exceeds the {limit:?} limit of {max} bytes")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// Which limit.
+        limit: Limit,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Decode(#[from] postcard::Error),
+    /// Nothing (or not enough) arrived in time.
+    #[error("timed out after {0:?} waiting for the peer")]
+    Timeout(Duration),
+    /// A bulk payload larger than allowed.
+    #[error("bulk payload of {0} bytes exceeds the limit of {MAX_BULK} bytes")]
+    BulkTooLarge(u64),
+}
+
+/// Encodes one message as a frame (length prefix + postcard).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let payload = postcard::to_stdvec(msg)?;
+    let mut frame = Vec::with_capacity(payload.len() + 4);
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decodes one frame from the start of `buf`: `Ok(None)` if more bytes are needed, otherwise
+/// the message and the number of bytes used. Never allocates more than the limit.
+pub fn decode_frame<T: DeserializeOwned>(
+    buf: &[u8],
+    limit: Limit,
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(header) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    check_len(len, limit)?;
+    let Some(payload) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let msg = postcard::from_bytes(payload)?;
+    Ok(Some((msg, 4 + len)))
+}
+
+fn check_len(len: usize, limit: Limit) -> Result<(), FrameError> {
+    if len > limit.bytes() {
+        return Err(FrameError::TooLarge {
+            len,
+            limit,
+            max: limit.bytes(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads one frame of kind `limit` within `timeout`. The buffer grows with the bytes that
+/// actually arrive, so a peer announcing a large frame and sending little costs little.
+pub async fn read_frame<T: DeserializeOwned>(
+    r: &mut (impl AsyncRead + Unpin),
+    limit: Limit,
+    timeout: Duration,
+) -> Result<T, FrameError> {
+    tokio::time::timeout(timeout, async {
+        let mut header = [0u8; 4];
+        r.read_exact(&mut header).await?;
+        let len = u32::from_le_bytes(header) as usize;
+        check_len(len, limit)?;
+        let mut payload = Vec::with_capacity(len.min(4096));
+        (&mut *r).take(len as u64).read_to_end(&mut payload).await?;
+        if payload.len() != len {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(postcard::from_bytes(&payload)?)
+    })
+    .await
+    .map_err(|_| FrameError::Timeout(timeout))?
+}
+
+/// Writes one frame within `timeout`.
+pub async fn write_frame<T: Serialize>(
+    w: &mut (impl AsyncWrite + Unpin),
+    msg: &T,
+    timeout: Duration,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(msg)?;
+    tokio::time::timeout(timeout, w.write_all(&frame))
+        .await
+        .map_err(|_| FrameError::Timeout(timeout))??;
+    Ok(())
+}
+
+/// Reads exactly `len` bulk bytes in [`CHUNK`]s, handing each to `sink`; each chunk must
+/// arrive within `timeout` (a stalled peer is cut off, a slow large transfer is not).
+pub async fn read_bulk(
+    r: &mut (impl AsyncRead + Unpin),
+    len: u64,
+    timeout: Duration,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), FrameError> {
+    if len > MAX_BULK {
+        return Err(FrameError::BulkTooLarge(len));
+    }
+    let mut buf = vec![0u8; CHUNK.min(len as usize)];
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = tokio::time::timeout(timeout, r.read(&mut buf[..want]))
+            .await
+            .map_err(|_| FrameError::Timeout(timeout))??;
+        if n == 0 {
+            return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        sink(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Writes `data` as bulk bytes, each chunk within `timeout`.
+pub async fn write_bulk(
+    w: &mut (impl AsyncWrite + Unpin),
+    data: &[u8],
+    timeout: Duration,
+) -> Result<(), FrameError> {
+    for chunk in data.chunks(CHUNK) {
+        tokio::time::timeout(timeout, w.write_all(chunk))
+            .await
+            .map_err(|_| FrameError::Timeout(timeout))??;
+    }
+    Ok(())
+}
+
+/// The deterministic bytes of [`Request::Download`]: position `i` of `seed`'s pattern, for
+/// `out.len()` bytes starting at `offset`.
+pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
+    for (i, b) in out.iter_mut().enumerate() {
+        let x = (offset + i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(seed);
+        *b = (x ^ (x >> 29) ^ (x >> 47)) as u8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            node_id: NodeId([3; 32]),
+            listen_port: Some(7471),
+            ephemeral: false,
+            auth_tag: [9; 32],
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_need_more_bytes() {
+        let f = encode_frame(&hello()).unwrap();
+        for cut in 0..f.len() {
+            assert!(decode_frame::<Hello>(&f[..cut], Limit::Hello)
+                .unwrap()
+                .is_none());
+        }
+        let (h, used) = decode_frame::<Hello>(&f, Limit::Hello).unwrap().unwrap();
+        assert_eq!(h, hello());
+        assert_eq!(used, f.len());
+    }
+
+    #[test]
+    fn limits_apply_per_kind() {
+        let big = Reply::Error("x".repeat(100 << 10));
+        let f = encode_frame(&big).unwrap();
+        assert!(decode_frame::<Reply>(&f, Limit::Reply).unwrap().is_some());
+        assert!(matches!(
+            decode_frame::<Reply>(&f, Limit::Request),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn async_reads_time_out_and_bound() {
+        let f = encode_frame(&Request::Ping { nonce: 5 }).unwrap();
+        let got: Request = read_frame(&mut &f[..], Limit::Request, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(got, Request::Ping { nonce: 5 });
+        // A stalled peer: nothing arrives.
+        let (mut a, _b) = tokio::io::duplex(64);
+        let e = read_frame::<Request>(&mut a, Limit::Request, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FrameError::Timeout(_)), "{e}");
+        // A huge announced length is refused before reading the payload.
+        let huge = [0xff, 0xff, 0xff, 0x7f, 1, 2, 3];
+        let e = read_frame::<Request>(&mut &huge[..], Limit::Request, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FrameError::TooLarge { .. }), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Random bytes never panic the decoder, and whatever it accepts fits the limit.
+        #[test]
+        fn decoder_survives_random_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            for limit in [Limit::Hello, Limit::Request, Limit::Reply] {
+                if let Ok(Some((_, used))) = decode_frame::<Hello>(&bytes, limit) {
+                    proptest::prop_assert!(used <= 4 + limit.bytes());
+                }
+                if let Ok(Some((_, used))) = decode_frame::<Request>(&bytes, limit) {
+                    proptest::prop_assert!(used <= 4 + limit.bytes());
+                }
+                let _ = decode_frame::<Reply>(&bytes, limit);
+            }
+        }
+
+        /// The async reader on random bytes: no panic, and errors rather than hangs.
+        #[test]
+        fn async_reader_survives_random_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+            rt.block_on(async {
+                let _ = read_frame::<Hello>(&mut &bytes[..], Limit::Hello, Duration::from_secs(1)).await;
+                let _ = read_frame::<Request>(&mut &bytes[..], Limit::Request, Duration::from_secs(1)).await;
+            });
+        }
+
+        /// A valid frame followed by random bytes decodes to the same message.
+        #[test]
+        fn valid_prefix_decodes(nonce in proptest::num::u64::ANY, tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut f = encode_frame(&Request::Ping { nonce }).unwrap();
+            let n = f.len();
+            f.extend_from_slice(&tail);
+            let (m, used) = decode_frame::<Request>(&f, Limit::Request).unwrap().unwrap();
+            proptest::prop_assert_eq!(m, Request::Ping { nonce });
+            proptest::prop_assert_eq!(used, n);
+        }
+    }
+}
