@@ -7,5 +7,6 @@ pub mod cli;
 pub mod compiler;
 pub mod config;
 pub mod demo;
+pub mod mesh;
 pub mod node;
 pub mod wrapper;
