@@ -470,3 +470,439 @@ impl Election {
         out.push(Action::Coordinator(now_seen));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 32])
+    }
+
+    fn rank(n: u8, class: NodeClass, joined: u64) -> Rank {
+        Rank {
+            class,
+            joined,
+            id: id(n),
+        }
+    }
+
+    /// A desktop that joined at time `n`: lower `n` ranks better.
+    fn desk(n: u8) -> Rank {
+        rank(n, NodeClass::Desktop, u64::from(n))
+    }
+
+    fn claim(epoch: u64, rank: Rank) -> Claim {
+        Claim { epoch, rank }
+    }
+
+    const C: Config = Config {
+        startup_wait: 2_000,
+        lease_interval: 250,
+        announce_interval: 1_000,
+        silence: 1_000,
+        succession_step: 500,
+    };
+
+    /// `me` at time 0 with `alive` members, following `c` (heard at time 0).
+    fn follower(me: Rank, alive: &[Rank], c: Claim) -> Election {
+        let mut e = Election::new(me, C, 0);
+        for r in alive {
+            e.member(*r, MemberState::Alive, 0);
+        }
+        e.claim_received(c, 0);
+        e
+    }
+
+    fn broadcasts(actions: &[Action]) -> Vec<Claim> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Broadcast(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rank_orders_by_class_then_age_then_id() {
+        let server_young = rank(9, NodeClass::Server, 100);
+        let desk_old = rank(1, NodeClass::Desktop, 1);
+        let laptop_old = rank(0, NodeClass::Laptop, 0);
+        assert!(server_young < desk_old && desk_old < laptop_old);
+        assert!(rank(5, NodeClass::Desktop, 1) < rank(4, NodeClass::Desktop, 2));
+        assert!(rank(4, NodeClass::Desktop, 1) < rank(5, NodeClass::Desktop, 1));
+    }
+
+    #[test]
+    fn claims_order_by_epoch_then_rank() {
+        let (a, b) = (desk(1), desk(2));
+        assert!(claim(2, b).beats(&claim(1, a)));
+        assert!(claim(1, a).beats(&claim(1, b)));
+        assert!(!claim(1, a).beats(&claim(1, a)));
+        assert_eq!(claim(3, a).node(), id(1));
+    }
+
+    #[test]
+    fn alone_node_claims_epoch_one_after_startup_wait() {
+        let mut e = Election::new(desk(1), C, 0);
+        assert_eq!(e.next_deadline(), Some(2_000));
+        assert!(e.tick(1_999).is_empty());
+        let out = e.tick(2_000);
+        let mine = claim(1, desk(1));
+        assert_eq!(out[0], Action::Broadcast(mine));
+        assert!(out.contains(&Action::Coordinator(Some(mine))));
+        assert!(e.is_coordinator());
+        assert_eq!(e.epoch(), 1);
+    }
+
+    #[test]
+    fn newcomer_adopts_existing_claim_and_never_challenges() {
+        // The newcomer is a server; the incumbent a laptop.
+        let inc = rank(9, NodeClass::Laptop, 1);
+        let me = rank(1, NodeClass::Server, 50);
+        let mut e = Election::new(me, C, 0);
+        e.member(inc, MemberState::Alive, 0);
+        let out = e.claim_received(claim(4, inc), 300);
+        assert_eq!(out, vec![Action::Coordinator(Some(claim(4, inc)))]);
+        for t in (300..20_000).step_by(250) {
+            let out = e.claim_received(claim(4, inc), t);
+            assert!(out.is_empty(), "{out:?}");
+            assert!(e.tick(t).is_empty());
+        }
+        assert_eq!(e.coordinator(), Some(claim(4, inc)));
+        assert!(!e.is_coordinator());
+    }
+
+    #[test]
+    fn better_ranked_member_joining_leaves_the_incumbent() {
+        let inc = desk(5);
+        let mut e = follower(desk(6), &[inc], claim(2, inc));
+        assert!(e.member(desk(1), MemberState::Alive, 10).is_empty());
+        assert_eq!(e.coordinator(), Some(claim(2, inc)));
+    }
+
+    #[test]
+    fn coordinator_welcomes_members_that_come_alive() {
+        let mut e = Election::new(desk(1), C, 0);
+        e.tick(2_000);
+        let mine = claim(1, desk(1));
+        let out = e.member(desk(2), MemberState::Alive, 2_010);
+        assert_eq!(
+            out,
+            vec![Action::Send {
+                to: id(2),
+                claim: mine
+            }]
+        );
+        // Suspect → Alive is a refutation, not a join.
+        e.member(desk(2), MemberState::Suspect, 2_020);
+        assert!(e.member(desk(2), MemberState::Alive, 2_030).is_empty());
+        // Down → Alive is a rejoin.
+        e.member(desk(2), MemberState::Down, 2_040);
+        let out = e.member(desk(2), MemberState::Alive, 2_050);
+        assert_eq!(
+            out,
+            vec![Action::Send {
+                to: id(2),
+                claim: mine
+            }]
+        );
+    }
+
+    #[test]
+    fn coordinator_leases_to_two_successors_and_announces() {
+        let mut e = Election::new(desk(1), C, 0);
+        for n in [4, 2, 3] {
+            e.member(desk(n), MemberState::Alive, 0);
+        }
+        e.member(desk(5), MemberState::Suspect, 0);
+        let out = e.tick(2_000);
+        let mine = claim(1, desk(1));
+        assert_eq!(
+            out,
+            vec![
+                Action::Broadcast(mine),
+                Action::Send {
+                    to: id(2),
+                    claim: mine
+                },
+                Action::Send {
+                    to: id(3),
+                    claim: mine
+                },
+                Action::Coordinator(Some(mine)),
+            ]
+        );
+        assert_eq!(e.next_deadline(), Some(2_250));
+        let out = e.tick(2_250);
+        assert_eq!(out.len(), 2);
+        assert!(broadcasts(&out).is_empty());
+        e.tick(2_500);
+        e.tick(2_750);
+        let out = e.tick(3_000);
+        assert_eq!(broadcasts(&out), vec![mine]);
+    }
+
+    #[test]
+    fn suspect_coordinator_with_leases_is_not_replaced() {
+        let coord = desk(1);
+        let mut e = follower(desk(2), &[coord, desk(3)], claim(1, coord));
+        e.member(coord, MemberState::Suspect, 100);
+        for t in (250..30_000).step_by(250) {
+            e.claim_received(claim(1, coord), t);
+            assert!(e.tick(t).is_empty());
+        }
+        assert_eq!(e.coordinator(), Some(claim(1, coord)));
+    }
+
+    #[test]
+    fn silent_coordinator_is_verified_and_replaced_only_on_failure() {
+        let coord = desk(1);
+        let mut e = follower(desk(2), &[coord, desk(3)], claim(1, coord));
+        assert_eq!(e.next_deadline(), Some(1_000));
+        assert!(e.tick(999).is_empty());
+        assert_eq!(e.tick(1_000), vec![Action::Verify(id(1))]);
+        // Verification pending: asked again only after another silence.
+        assert!(e.tick(1_500).is_empty());
+        // Alive (a stall shorter than the probes): nothing changes.
+        assert!(e.verified(id(1), true, 1_100).is_empty());
+        assert_eq!(e.next_deadline(), Some(2_100));
+        assert_eq!(e.tick(2_100), vec![Action::Verify(id(1))]);
+        let out = e.verified(id(1), false, 2_250);
+        let mine = claim(2, desk(2));
+        assert_eq!(
+            out,
+            vec![
+                Action::Broadcast(mine),
+                Action::Send {
+                    to: id(3),
+                    claim: mine
+                },
+                Action::Coordinator(Some(mine)),
+            ]
+        );
+    }
+
+    #[test]
+    fn second_successor_verifies_later_and_others_never() {
+        let coord = desk(1);
+        let e2 = follower(desk(3), &[coord, desk(2), desk(4)], claim(1, coord));
+        assert_eq!(e2.next_deadline(), Some(1_500));
+        let e3 = follower(desk(4), &[coord, desk(2), desk(3)], claim(1, coord));
+        assert_eq!(e3.next_deadline(), None);
+    }
+
+    #[test]
+    fn stale_verification_results_are_ignored() {
+        let coord = desk(1);
+        let mut e = follower(desk(2), &[coord], claim(1, coord));
+        assert!(e.verified(id(7), false, 10).is_empty());
+        assert_eq!(e.coordinator(), Some(claim(1, coord)));
+    }
+
+    #[test]
+    fn down_coordinator_is_replaced_by_best_alive_with_next_epoch() {
+        let coord = desk(1);
+        let members = [coord, desk(2), desk(3), desk(4)];
+        let mut first = follower(desk(2), &members, claim(7, coord));
+        let mut second = follower(desk(3), &members, claim(7, coord));
+        // Leases kept coming until 1_500; SWIM declares it down at 4_000.
+        first.claim_received(claim(7, coord), 1_500);
+        second.claim_received(claim(7, coord), 1_500);
+        let out = first.member(coord, MemberState::Down, 4_000);
+        let new = claim(8, desk(2));
+        assert_eq!(broadcasts(&out), vec![new]);
+        assert!(first.is_coordinator());
+        // The second in line waits one step, then sees the claim and stands by.
+        let out = second.member(coord, MemberState::Down, 4_000);
+        assert_eq!(out, vec![Action::Coordinator(None)]);
+        assert_eq!(second.next_deadline(), Some(4_500));
+        second.claim_received(new, 4_001);
+        assert!(second.tick(4_500).is_empty());
+        assert_eq!(second.coordinator(), Some(new));
+    }
+
+    #[test]
+    fn next_in_line_takes_over_when_the_successor_is_dead_too() {
+        let coord = desk(1);
+        let members = [coord, desk(2), desk(3)];
+        let mut e = follower(desk(3), &members, claim(2, coord));
+        e.member(coord, MemberState::Down, 5_000);
+        assert!(!e.is_coordinator());
+        let out = e.tick(5_500);
+        assert_eq!(broadcasts(&out), vec![claim(3, desk(3))]);
+    }
+
+    #[test]
+    fn suspect_better_member_does_not_block_succession() {
+        let coord = desk(1);
+        let mut e = follower(desk(3), &[coord, desk(2)], claim(2, coord));
+        e.member(desk(2), MemberState::Suspect, 4_000);
+        let out = e.member(coord, MemberState::Down, 5_000);
+        assert_eq!(broadcasts(&out), vec![claim(3, desk(3))]);
+    }
+
+    #[test]
+    fn stale_epochs_are_fenced_and_corrected() {
+        let coord = desk(5);
+        let mut e = follower(desk(6), &[coord, desk(1)], claim(4, coord));
+        let out = e.claim_received(claim(3, desk(1)), 10);
+        assert_eq!(
+            out,
+            vec![Action::Send {
+                to: id(1),
+                claim: claim(4, coord)
+            }]
+        );
+        assert_eq!(e.coordinator(), Some(claim(4, coord)));
+        assert_eq!(e.epoch(), 4);
+    }
+
+    #[test]
+    fn equal_epochs_resolve_by_rank_in_either_order() {
+        let (a, b) = (desk(1), desk(2));
+        let mut x = follower(desk(9), &[a, b], claim(3, a));
+        x.claim_received(claim(3, b), 5);
+        let mut y = follower(desk(9), &[a, b], claim(3, b));
+        y.claim_received(claim(3, a), 5);
+        assert_eq!(x.coordinator(), Some(claim(3, a)));
+        assert_eq!(y.coordinator(), Some(claim(3, a)));
+    }
+
+    #[test]
+    fn losing_coordinator_steps_down_and_relays_the_winner() {
+        let mut e = Election::new(desk(2), C, 0);
+        e.member(desk(1), MemberState::Alive, 0);
+        e.member(desk(3), MemberState::Alive, 0);
+        e.member(desk(1), MemberState::Down, 0);
+        e.tick(2_000);
+        assert!(e.is_coordinator());
+        let winner = claim(2, desk(3));
+        let out = e.claim_received(winner, 2_100);
+        assert_eq!(
+            out,
+            vec![
+                Action::Broadcast(winner),
+                Action::StepDown { epoch: 1 },
+                Action::Coordinator(Some(winner)),
+            ]
+        );
+        assert!(!e.is_coordinator());
+    }
+
+    #[test]
+    fn coordinator_answers_a_weaker_claim_with_its_own() {
+        let mut e = Election::new(desk(3), C, 0);
+        e.tick(2_000);
+        e.claim_received(claim(5, desk(3)), 2_001);
+        let out = e.claim_received(claim(5, desk(4)), 2_002);
+        assert_eq!(
+            out,
+            vec![Action::Send {
+                to: id(4),
+                claim: claim(5, desk(3))
+            }]
+        );
+        assert!(e.is_coordinator());
+    }
+
+    #[test]
+    fn graceful_leave_hands_over_in_one_message() {
+        let mut c = Election::new(desk(1), C, 0);
+        c.member(desk(2), MemberState::Alive, 0);
+        c.member(desk(3), MemberState::Alive, 0);
+        c.tick(2_000);
+        let out = c.leave();
+        let next = claim(2, desk(2));
+        assert_eq!(
+            out,
+            vec![
+                Action::Broadcast(next),
+                Action::StepDown { epoch: 1 },
+                Action::Coordinator(Some(next)),
+            ]
+        );
+        assert!(c.leave().is_empty());
+        assert!(c.tick(10_000).is_empty());
+        assert!(c.claim_received(claim(9, desk(1)), 10_000).is_empty());
+        assert_eq!(c.next_deadline(), None);
+        // The successor takes the role on receipt; a follower switches at once.
+        let mut s = follower(desk(2), &[desk(1), desk(3)], claim(1, desk(1)));
+        let out = s.claim_received(next, 2_001);
+        assert_eq!(broadcasts(&out), vec![next]);
+        assert!(s.is_coordinator());
+        let mut f = follower(desk(3), &[desk(1), desk(2)], claim(1, desk(1)));
+        f.claim_received(next, 2_001);
+        assert_eq!(f.coordinator(), Some(next));
+    }
+
+    #[test]
+    fn leaving_alone_just_steps_down() {
+        let mut c = Election::new(desk(1), C, 0);
+        c.tick(2_000);
+        assert_eq!(
+            c.leave(),
+            vec![Action::StepDown { epoch: 1 }, Action::Coordinator(None)]
+        );
+        assert!(!c.is_coordinator());
+    }
+
+    #[test]
+    fn follower_leaving_emits_nothing() {
+        let mut f = follower(desk(2), &[desk(1)], claim(1, desk(1)));
+        assert!(f.leave().is_empty());
+    }
+
+    #[test]
+    fn restarted_coordinator_recovers_its_epoch() {
+        // The old incarnation's claim is still held by followers; the new one claims epoch 1.
+        let old = claim(6, rank(1, NodeClass::Desktop, 1));
+        let mut e = Election::new(rank(1, NodeClass::Desktop, 40), C, 0);
+        e.member(desk(2), MemberState::Alive, 0);
+        e.tick(2_500);
+        assert_eq!(e.epoch(), 1);
+        let out = e.claim_received(old, 2_501);
+        assert_eq!(broadcasts(&out), vec![old]);
+        assert!(e.is_coordinator());
+        assert_eq!(e.epoch(), 6);
+    }
+
+    #[test]
+    fn fresh_claim_is_evidence_of_life_for_one_silence() {
+        let other = desk(1);
+        let mut e = Election::new(desk(2), C, 0);
+        e.member(other, MemberState::Down, 0);
+        e.claim_received(claim(3, other), 100);
+        assert!(!e.is_coordinator());
+        assert_eq!(e.next_deadline(), Some(1_100));
+        e.member(other, MemberState::Alive, 600);
+        assert!(e
+            .tick(1_100)
+            .iter()
+            .all(|a| !matches!(a, Action::Broadcast(_))));
+        assert_eq!(e.coordinator(), Some(claim(3, other)));
+    }
+
+    #[test]
+    fn updates_about_myself_are_ignored() {
+        let mut e = Election::new(desk(1), C, 0);
+        e.tick(2_000);
+        assert!(e.member(desk(1), MemberState::Down, 2_001).is_empty());
+        assert!(e.is_coordinator());
+        assert!(e.verified(id(1), false, 2_002).is_empty());
+        assert!(e.is_coordinator());
+    }
+
+    #[test]
+    fn epoch_saturates_instead_of_overflowing() {
+        let mut e = follower(desk(2), &[desk(1)], claim(u64::MAX, desk(1)));
+        let out = e.member(desk(1), MemberState::Down, 5_000);
+        assert_eq!(broadcasts(&out), vec![claim(u64::MAX, desk(2))]);
+        assert_eq!(e.epoch(), u64::MAX);
+        let mut t = Election::new(desk(3), C, u64::MAX - 1);
+        t.tick(u64::MAX);
+        assert!(t.is_coordinator());
+        assert_eq!(t.next_deadline(), Some(u64::MAX));
+    }
+}
