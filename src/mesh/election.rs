@@ -183,6 +183,8 @@ pub struct Election {
     started: u64,
     vacant_since: Option<u64>,
     last_heard: u64,
+    adopted_at: u64,
+    unreachable: bool,
     verify_since: Option<u64>,
     next_lease: u64,
     next_announce: u64,
@@ -201,6 +203,8 @@ impl Election {
             started: now,
             vacant_since: Some(now),
             last_heard: now,
+            adopted_at: now,
+            unreachable: false,
             verify_since: None,
             next_lease: now,
             next_announce: now,
@@ -250,6 +254,9 @@ impl Election {
             return out;
         }
         let before = self.members.insert(rank.id, (rank, state)).map(|(_, s)| s);
+        if self.claim.is_some_and(|c| c.node() == rank.id) && before != Some(state) {
+            self.unreachable = false;
+        }
         let came_alive = state == MemberState::Alive
             && !matches!(before, Some(MemberState::Alive | MemberState::Suspect));
         if came_alive && self.is_coordinator() {
@@ -271,6 +278,7 @@ impl Election {
             Some(current) if current == claim => {
                 self.last_heard = now;
                 self.verify_since = None;
+                self.unreachable = false;
             }
             Some(current) if current.beats(&claim) => {
                 if claim.node() != self.me.id {
@@ -295,10 +303,8 @@ impl Election {
         self.verify_since = None;
         if alive {
             self.last_heard = now;
-        } else if let Some((_, state)) = self.members.get_mut(&node) {
-            *state = MemberState::Down;
-        } else if let Some(claim) = self.claim {
-            self.members.insert(node, (claim.rank, MemberState::Down));
+        } else {
+            self.unreachable = true;
         }
         self.poll(now, &mut out);
         out
@@ -345,6 +351,9 @@ impl Election {
         if node == self.me.id {
             return !self.left;
         }
+        if self.unreachable && self.claim.is_some_and(|c| c.node() == node) {
+            return false;
+        }
         self.members
             .get(&node)
             .map_or(true, |(_, s)| *s != MemberState::Down)
@@ -363,7 +372,7 @@ impl Election {
         let since = self.vacant_since?;
         let base = match self.claim {
             None => since.max(self.started.saturating_add(self.config.startup_wait)),
-            Some(_) => since.max(self.last_heard.saturating_add(self.config.silence)),
+            Some(_) => since.max(self.adopted_at.saturating_add(self.config.silence)),
         };
         let wait = (self.position() as u64).saturating_mul(self.config.succession_step);
         Some(base.saturating_add(wait))
@@ -391,6 +400,8 @@ impl Election {
         let was_coordinator = self.is_coordinator();
         self.claim = Some(claim);
         self.last_heard = now;
+        self.adopted_at = now;
+        self.unreachable = false;
         self.verify_since = None;
         if claim.node() == self.me.id {
             self.start_coordinating(claim, now, out);
@@ -671,10 +682,15 @@ mod tests {
         assert_eq!(e.tick(2_100), vec![Action::Verify(id(1))]);
         let out = e.verified(id(1), false, 2_250);
         let mine = claim(2, desk(2));
+        // Still Alive to SWIM, the old coordinator gets leases too (and learns it is fenced).
         assert_eq!(
             out,
             vec![
                 Action::Broadcast(mine),
+                Action::Send {
+                    to: id(1),
+                    claim: mine
+                },
                 Action::Send {
                     to: id(3),
                     claim: mine
@@ -904,5 +920,409 @@ mod tests {
         t.tick(u64::MAX);
         assert!(t.is_coordinator());
         assert_eq!(t.next_deadline(), Some(u64::MAX));
+    }
+}
+
+/// A simulated mesh of election cores under virtual time, driven by proptest.
+#[cfg(test)]
+mod sim {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::mesh::alloc::SplitMix64;
+
+    const C: Config = Config {
+        startup_wait: 2_000,
+        lease_interval: 250,
+        announce_interval: 1_000,
+        silence: 1_000,
+        succession_step: 500,
+    };
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Tick(u64),
+        View(usize, usize, MemberState),
+        Crash(usize),
+        Restart(usize, NodeClass),
+        Leave(usize),
+        Partition(u16),
+        Heal,
+        Replay(usize, usize),
+    }
+
+    fn id(i: usize) -> NodeId {
+        NodeId([i as u8 + 1; 32])
+    }
+
+    fn class() -> impl Strategy<Value = NodeClass> {
+        prop_oneof![
+            Just(NodeClass::Server),
+            Just(NodeClass::Desktop),
+            Just(NodeClass::Laptop)
+        ]
+    }
+
+    fn state() -> impl Strategy<Value = MemberState> {
+        prop_oneof![
+            Just(MemberState::Alive),
+            Just(MemberState::Suspect),
+            Just(MemberState::Down)
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (1u64..600).prop_map(Op::Tick),
+            4 => (0..12usize, 0..12usize, state()).prop_map(|(o, s, st)| Op::View(o, s, st)),
+            1 => (0..12usize).prop_map(Op::Crash),
+            1 => (0..12usize, class()).prop_map(|(j, c)| Op::Restart(j, c)),
+            1 => (0..12usize).prop_map(Op::Leave),
+            1 => any::<u16>().prop_map(Op::Partition),
+            1 => Just(Op::Heal),
+            1 => (any::<usize>(), 0..12usize).prop_map(|(m, t)| Op::Replay(m, t)),
+        ]
+    }
+
+    struct Sim {
+        n: usize,
+        nodes: Vec<Option<Election>>,
+        ranks: Vec<Rank>,
+        views: Vec<Vec<Option<MemberState>>>,
+        side: Vec<bool>,
+        partitioned: bool,
+        incarnation: u64,
+        now: u64,
+        drop_percent: u64,
+        rng: SplitMix64,
+        sent: Vec<Claim>,
+        epochs: Vec<u64>,
+        /// Replays stronger than this claim are not injected (see the incumbency property).
+        replay_cap: Option<Claim>,
+    }
+
+    impl Sim {
+        fn new(classes: &[NodeClass], seed: u64, drop_percent: u64) -> Sim {
+            let n = classes.len();
+            let ranks: Vec<Rank> = (0..n)
+                .map(|i| Rank {
+                    class: classes[i],
+                    joined: i as u64,
+                    id: id(i),
+                })
+                .collect();
+            let mut sim = Sim {
+                n,
+                nodes: ranks
+                    .iter()
+                    .map(|r| Some(Election::new(*r, C, 0)))
+                    .collect(),
+                ranks,
+                views: vec![vec![None; n]; n],
+                side: vec![false; n],
+                partitioned: false,
+                incarnation: n as u64,
+                now: 0,
+                drop_percent,
+                rng: SplitMix64::new(seed),
+                sent: Vec::new(),
+                epochs: vec![0; n],
+                replay_cap: None,
+            };
+            for o in 0..n {
+                for s in 0..n {
+                    sim.set_view(o, s, MemberState::Alive);
+                }
+            }
+            sim
+        }
+
+        fn index(&self, node: NodeId) -> Option<usize> {
+            (0..self.n).find(|&i| id(i) == node)
+        }
+
+        fn up(&self, i: usize) -> bool {
+            self.nodes[i].is_some()
+        }
+
+        fn connected(&self, a: usize, b: usize) -> bool {
+            !self.partitioned || self.side[a] == self.side[b]
+        }
+
+        fn dropped(&mut self) -> bool {
+            self.rng.next_u64() % 100 < self.drop_percent
+        }
+
+        fn run(&mut self, from: usize, actions: Vec<Action>) {
+            let mut queue: VecDeque<(usize, Action)> =
+                actions.into_iter().map(|a| (from, a)).collect();
+            let mut steps = 0;
+            while let Some((from, action)) = queue.pop_front() {
+                steps += 1;
+                assert!(steps < 100_000, "message storm");
+                let (targets, claim) = match action {
+                    Action::Broadcast(c) => ((0..self.n).collect::<Vec<_>>(), c),
+                    Action::Send { to, claim } => match self.index(to) {
+                        Some(k) => (vec![k], claim),
+                        None => continue,
+                    },
+                    Action::Verify(node) => {
+                        let Some(k) = self.index(node) else { continue };
+                        let alive = self.up(k) && self.connected(from, k);
+                        let now = self.now;
+                        if let Some(e) = self.nodes[from].as_mut() {
+                            let out = e.verified(node, alive, now);
+                            queue.extend(out.into_iter().map(|a| (from, a)));
+                        }
+                        continue;
+                    }
+                    Action::StepDown { .. } | Action::Coordinator(_) => continue,
+                };
+                self.sent.push(claim);
+                for k in targets {
+                    if k == from || !self.up(k) || !self.connected(from, k) || self.dropped() {
+                        continue;
+                    }
+                    let now = self.now;
+                    if let Some(e) = self.nodes[k].as_mut() {
+                        let out = e.claim_received(claim, now);
+                        queue.extend(out.into_iter().map(|a| (k, a)));
+                    }
+                }
+            }
+            self.check_epochs();
+        }
+
+        fn check_epochs(&mut self) {
+            for i in 0..self.n {
+                if let Some(e) = &self.nodes[i] {
+                    assert!(e.epoch() >= self.epochs[i], "epoch went back on {i}");
+                    self.epochs[i] = e.epoch();
+                }
+            }
+        }
+
+        fn set_view(&mut self, o: usize, s: usize, state: MemberState) {
+            if o == s || !self.up(o) {
+                return;
+            }
+            self.views[o][s] = Some(state);
+            let (rank, now) = (self.ranks[s], self.now);
+            if let Some(e) = self.nodes[o].as_mut() {
+                let out = e.member(rank, state, now);
+                self.run(o, out);
+            }
+        }
+
+        fn advance(&mut self, dt: u64) {
+            let target = self.now + dt;
+            while self.now < target {
+                self.now = (self.now + 50).min(target);
+                for i in 0..self.n {
+                    let now = self.now;
+                    let Some(e) = self.nodes[i].as_mut() else {
+                        continue;
+                    };
+                    if e.next_deadline().is_some_and(|d| d <= now) {
+                        let out = e.tick(now);
+                        self.run(i, out);
+                    }
+                }
+            }
+        }
+
+        fn apply(&mut self, op: &Op) {
+            match *op {
+                Op::Tick(dt) => self.advance(dt),
+                Op::View(o, s, st) => self.set_view(o % self.n, s % self.n, st),
+                Op::Crash(j) => self.nodes[j % self.n] = None,
+                Op::Restart(j, class) => {
+                    let j = j % self.n;
+                    if self.up(j) {
+                        return;
+                    }
+                    self.incarnation += 1;
+                    self.ranks[j] = Rank {
+                        class,
+                        joined: self.incarnation,
+                        id: id(j),
+                    };
+                    self.nodes[j] = Some(Election::new(self.ranks[j], C, self.now));
+                    self.epochs[j] = 0;
+                    self.views[j] = vec![None; self.n];
+                    for s in 0..self.n {
+                        if self.up(s) && self.connected(j, s) {
+                            self.set_view(j, s, MemberState::Alive);
+                        }
+                    }
+                }
+                Op::Leave(j) => {
+                    let j = j % self.n;
+                    if let Some(e) = self.nodes[j].as_mut() {
+                        let out = e.leave();
+                        self.run(j, out);
+                        self.nodes[j] = None;
+                    }
+                }
+                Op::Partition(mask) => {
+                    self.partitioned = true;
+                    self.side = (0..self.n).map(|i| mask & (1 << i) != 0).collect();
+                }
+                Op::Heal => self.partitioned = false,
+                Op::Replay(m, t) => {
+                    if self.sent.is_empty() {
+                        return;
+                    }
+                    let claim = self.sent[m % self.sent.len()];
+                    if self.replay_cap.is_some_and(|cap| claim.beats(&cap)) {
+                        return;
+                    }
+                    let (k, now) = (t % self.n, self.now);
+                    if let Some(e) = self.nodes[k].as_mut() {
+                        let out = e.claim_received(claim, now);
+                        self.run(k, out);
+                    }
+                }
+            }
+        }
+
+        /// Every view becomes the truth, nothing is lost any more, and time passes.
+        fn stabilize(&mut self, heal: bool) {
+            if heal {
+                self.partitioned = false;
+            }
+            self.drop_percent = 0;
+            for o in 0..self.n {
+                for s in 0..self.n {
+                    let truth = if self.up(s) && self.connected(o, s) {
+                        MemberState::Alive
+                    } else {
+                        MemberState::Down
+                    };
+                    let known = self.views[o][s].is_some();
+                    if self.up(o) && (known || truth == MemberState::Alive) {
+                        if self.views[o][s] != Some(truth) {
+                            self.set_view(o, s, truth);
+                        }
+                    }
+                }
+            }
+            self.advance(20_000);
+        }
+
+        /// In every connected component: one coordinator, known as such by all its members.
+        fn agreed(&self) -> Vec<Claim> {
+            let mut found = Vec::new();
+            for side in [false, true] {
+                let members: Vec<usize> = (0..self.n)
+                    .filter(|&i| self.up(i) && (!self.partitioned || self.side[i] == side))
+                    .collect();
+                let Some(&first) = members.first() else {
+                    continue;
+                };
+                let view = |i: usize| self.nodes[i].as_ref().and_then(|e| e.coordinator());
+                let c = view(first).expect("a coordinator");
+                for &i in &members {
+                    assert_eq!(view(i), Some(c), "node {i} disagrees");
+                    let e = self.nodes[i].as_ref().expect("up");
+                    assert_eq!(e.is_coordinator(), c.node() == id(i));
+                }
+                let k = self.index(c.node()).expect("a known node");
+                assert!(members.contains(&k), "coordinator outside the component");
+                found.push(c);
+                if !self.partitioned {
+                    break;
+                }
+            }
+            found
+        }
+    }
+
+    /// 300 cases, or `PROPTEST_CASES`.
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300)
+    }
+
+    fn setup() -> impl Strategy<Value = (Vec<NodeClass>, u64, u64, Vec<Op>)> {
+        (
+            prop::collection::vec(class(), 2..=12),
+            any::<u64>(),
+            0u64..40,
+            prop::collection::vec(op(), 0..60),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn stable_views_agree_on_one_coordinator((classes, seed, drop, ops) in setup()) {
+            let mut sim = Sim::new(&classes, seed, drop);
+            for op in &ops {
+                sim.apply(op);
+            }
+            sim.stabilize(true);
+            sim.agreed();
+        }
+
+        #[test]
+        fn each_side_of_a_lasting_partition_agrees((classes, seed, drop, ops) in setup()) {
+            let mut sim = Sim::new(&classes, seed, drop);
+            for op in &ops {
+                sim.apply(op);
+            }
+            sim.stabilize(false);
+            sim.agreed();
+            // And once healed, exactly one survives.
+            sim.stabilize(true);
+            sim.agreed();
+        }
+
+        #[test]
+        fn a_live_incumbent_is_never_replaced(
+            (classes, seed, drop, ops) in setup(),
+            later in prop::collection::vec(op(), 0..60),
+        ) {
+            let mut sim = Sim::new(&classes, seed, drop);
+            for op in &ops {
+                sim.apply(op);
+            }
+            sim.stabilize(true);
+            let Some(&c) = sim.agreed().first() else { return Ok(()) };
+            let k = sim.index(c.node()).expect("known");
+            let followers: Vec<usize> = (0..sim.n).filter(|&i| sim.up(i)).collect();
+            sim.replay_cap = Some(c);
+            for op in &later {
+                let harmful = match *op {
+                    Op::Crash(j) | Op::Leave(j) => j % sim.n == k,
+                    Op::View(_, s, st) => s % sim.n == k && st == MemberState::Down,
+                    Op::Partition(_) => true,
+                    _ => false,
+                };
+                if harmful {
+                    continue;
+                }
+                let restarted = matches!(*op, Op::Restart(j, _) if !sim.up(j % sim.n));
+                sim.apply(op);
+                if restarted {
+                    continue;
+                }
+                prop_assert!(sim.nodes[k].as_ref().is_some_and(|e| e.is_coordinator()));
+                for &i in &followers {
+                    if let Some(e) = &sim.nodes[i] {
+                        if sim.epochs[i] >= c.epoch {
+                            prop_assert_eq!(e.coordinator(), Some(c), "node {} switched", i);
+                        }
+                    }
+                }
+            }
+            sim.stabilize(true);
+            prop_assert_eq!(sim.agreed(), vec![c]);
+        }
     }
 }
