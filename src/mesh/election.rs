@@ -253,13 +253,18 @@ impl Election {
         if self.left || rank.id == self.me.id {
             return out;
         }
-        let before = self.members.insert(rank.id, (rank, state)).map(|(_, s)| s);
-        if self.claim.is_some_and(|c| c.node() == rank.id) && before != Some(state) {
+        let before = self.members.insert(rank.id, (rank, state));
+        let names_it = self.claim.is_some_and(|c| c.node() == rank.id);
+        if names_it && before != Some((rank, state)) {
             self.unreachable = false;
         }
+        // A join, a rejoin after Down, or a new incarnation (a restart lost its state).
         let came_alive = state == MemberState::Alive
-            && !matches!(before, Some(MemberState::Alive | MemberState::Suspect));
-        if came_alive && self.is_coordinator() {
+            && match before {
+                Some((r, MemberState::Alive | MemberState::Suspect)) => r != rank,
+                _ => true,
+            };
+        if came_alive && (names_it || self.is_coordinator()) {
             if let Some(claim) = self.claim {
                 out.push(Action::Send { to: rank.id, claim });
             }
@@ -452,6 +457,11 @@ impl Election {
         } else if let Some(claim) = self.claim {
             if self.verify_due().is_some_and(|due| due <= now) {
                 self.verify_since = Some(now);
+                // The claim too: a coordinator that restarted and forgot it takes the role back.
+                out.push(Action::Send {
+                    to: claim.node(),
+                    claim,
+                });
                 out.push(Action::Verify(claim.node()));
             }
         }
@@ -673,13 +683,20 @@ mod tests {
         let mut e = follower(desk(2), &[coord, desk(3)], claim(1, coord));
         assert_eq!(e.next_deadline(), Some(1_000));
         assert!(e.tick(999).is_empty());
-        assert_eq!(e.tick(1_000), vec![Action::Verify(id(1))]);
+        let probe = vec![
+            Action::Send {
+                to: id(1),
+                claim: claim(1, coord),
+            },
+            Action::Verify(id(1)),
+        ];
+        assert_eq!(e.tick(1_000), probe);
         // Verification pending: asked again only after another silence.
         assert!(e.tick(1_500).is_empty());
         // Alive (a stall shorter than the probes): nothing changes.
         assert!(e.verified(id(1), true, 1_100).is_empty());
         assert_eq!(e.next_deadline(), Some(2_100));
-        assert_eq!(e.tick(2_100), vec![Action::Verify(id(1))]);
+        assert_eq!(e.tick(2_100), probe);
         let out = e.verified(id(1), false, 2_250);
         let mine = claim(2, desk(2));
         // Still Alive to SWIM, the old coordinator gets leases too (and learns it is fenced).
@@ -707,6 +724,24 @@ mod tests {
         assert_eq!(e2.next_deadline(), Some(1_500));
         let e3 = follower(desk(4), &[coord, desk(2), desk(3)], claim(1, coord));
         assert_eq!(e3.next_deadline(), None);
+    }
+
+    #[test]
+    fn restarted_coordinator_is_told_its_claim_on_rejoining() {
+        let coord = desk(1);
+        let mut e = follower(desk(2), &[coord], claim(3, coord));
+        let again = rank(1, NodeClass::Desktop, 77);
+        let out = e.member(again, MemberState::Alive, 10);
+        assert_eq!(
+            out,
+            vec![Action::Send {
+                to: id(1),
+                claim: claim(3, coord)
+            }]
+        );
+        // A refutation of a suspicion (same incarnation) is not a rejoin.
+        e.member(again, MemberState::Suspect, 20);
+        assert!(e.member(again, MemberState::Alive, 30).is_empty());
     }
 
     #[test]
@@ -1152,6 +1187,9 @@ mod sim {
                     self.nodes[j] = Some(Election::new(self.ranks[j], C, self.now));
                     self.epochs[j] = 0;
                     self.views[j] = vec![None; self.n];
+                    for o in 0..self.n {
+                        self.views[o][j] = None;
+                    }
                     for s in 0..self.n {
                         if self.up(s) && self.connected(j, s) {
                             self.set_view(j, s, MemberState::Alive);
@@ -1255,6 +1293,19 @@ mod sim {
             0u64..40,
             prop::collection::vec(op(), 0..60),
         )
+    }
+
+    #[test]
+    fn debug_case() {
+        use NodeClass::*;
+        use MemberState::*;
+        let mut sim = Sim::new(&[Desktop, Desktop, Server, Server, Server, Server, Desktop, Server], 1676307613628553266, 13);
+        for op in [Op::Crash(8), Op::Tick(79), Op::Tick(502), Op::Tick(124), Op::Tick(447), Op::Tick(94), Op::Tick(105), Op::Tick(64), Op::Tick(414), Op::Tick(33), Op::Tick(58), Op::Crash(11), Op::Partition(5602), Op::Tick(419), Op::Tick(351), Op::Tick(247), Op::Tick(317), Op::Crash(5), Op::View(7, 2, Suspect), Op::Leave(10), Op::Partition(31634), Op::Tick(246), Op::Restart(10, Server)] {
+            sim.apply(&op);
+        }
+        sim.stabilize(true);
+        for i in 0..sim.n { eprintln!("{i}: {:?} claim {:?} {:?}", sim.nodes[i].as_ref().map(|e| e.coordinator()), sim.nodes[i].as_ref().map(|e| e.claim()), sim.nodes[i].as_ref().map(|e| (e.unreachable, e.vacant_since, e.next_deadline(), e.members.iter().map(|(_, (r, s))| (r.joined, *s)).collect::<Vec<_>>()))); }
+        sim.agreed();
     }
 
     proptest! {
