@@ -1237,10 +1237,11 @@ mod sim {
                         MemberState::Down
                     };
                     let known = self.views[o][s].is_some();
-                    if self.up(o) && (known || truth == MemberState::Alive) {
-                        if self.views[o][s] != Some((self.ranks[s], truth)) {
-                            self.set_view(o, s, truth);
-                        }
+                    if self.up(o)
+                        && (known || truth == MemberState::Alive)
+                        && self.views[o][s] != Some((self.ranks[s], truth))
+                    {
+                        self.set_view(o, s, truth);
                     }
                 }
             }
