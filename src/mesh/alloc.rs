@@ -378,3 +378,327 @@ fn better(a: Slot<'_>, b: Slot<'_>) -> bool {
         Ordering::Equal => a.0 < b.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 32])
+    }
+
+    fn tc(n: u8) -> ToolchainId {
+        ToolchainId([n; 32])
+    }
+
+    fn worker(total: u32, busy: u32, speed: u32, toolchains: &[u8]) -> Worker {
+        Worker {
+            alive: true,
+            toolchains: toolchains.iter().map(|&t| tc(t)).collect(),
+            slots_total: total,
+            slots_busy: busy,
+            speed,
+            fence: 0,
+        }
+    }
+
+    fn request(toolchain: u8, exclude: &[u8]) -> Request {
+        Request {
+            toolchain: tc(toolchain),
+            exclude: exclude.iter().map(|&n| id(n)).collect(),
+            client: id(200),
+        }
+    }
+
+    fn table(n: u8) -> Allocator {
+        let mut a = Allocator::new(1);
+        for i in 1..=n {
+            a.upsert(id(i), worker(2, 0, 100, &[1]));
+        }
+        a
+    }
+
+    #[test]
+    fn returns_three_distinct_ranked_candidates_and_grants_the_first() {
+        let mut a = table(5);
+        let mut rng = SplitMix64::new(7);
+        let got = a.allocate(&request(1, &[]), 0, 2_000, &mut rng).unwrap();
+        assert_eq!(got.candidates.len(), 3);
+        let set: BTreeSet<_> = got.candidates.iter().collect();
+        assert_eq!(set.len(), 3);
+        assert_eq!(a.granted(got.candidates[0]), 1);
+        assert_eq!(a.granted(got.candidates[1]), 0);
+        assert_eq!(a.free_slots(got.candidates[0]), Some(1));
+    }
+
+    #[test]
+    fn fewer_workers_fewer_candidates() {
+        let mut a = table(2);
+        let got = a
+            .allocate(&request(1, &[]), 0, 10, &mut SplitMix64::new(1))
+            .unwrap();
+        assert_eq!(got.candidates.len(), 2);
+    }
+
+    #[test]
+    fn reasons_for_an_empty_answer() {
+        let mut rng = SplitMix64::new(3);
+        let mut a = Allocator::new(1);
+        assert_eq!(
+            a.allocate(&request(1, &[]), 0, 10, &mut rng),
+            Err(Unavailable::NoWorker)
+        );
+        a.upsert(id(1), worker(2, 0, 1, &[1]));
+        a.upsert(id(2), worker(2, 2, 1, &[1]));
+        a.upsert(id(3), worker(2, 0, 1, &[2]));
+        a.set_alive(id(3), false);
+        assert_eq!(
+            a.allocate(&request(2, &[]), 0, 10, &mut rng),
+            Err(Unavailable::NoToolchain)
+        );
+        assert_eq!(
+            a.allocate(&request(1, &[1, 2]), 0, 10, &mut rng),
+            Err(Unavailable::AllExcluded)
+        );
+        assert_eq!(
+            a.allocate(&request(1, &[1]), 0, 10, &mut rng),
+            Err(Unavailable::AllBusy)
+        );
+        a.fence(id(2), 5);
+        a.fence(id(1), 2);
+        assert_eq!(
+            a.allocate(&request(1, &[]), 0, 10, &mut rng),
+            Err(Unavailable::Fenced)
+        );
+        // Claiming a newer epoch lifts the fence; a lower one never lowers the epoch.
+        a.set_epoch(2);
+        a.set_epoch(1);
+        assert_eq!(a.epoch(), 2);
+        let got = a.allocate(&request(1, &[]), 0, 10, &mut rng).unwrap();
+        assert_eq!(got.candidates, vec![id(1)]);
+    }
+
+    #[test]
+    fn grants_count_at_once_until_released_or_expired() {
+        let mut a = Allocator::new(1);
+        a.upsert(id(1), worker(2, 0, 1, &[1]));
+        let mut rng = SplitMix64::new(9);
+        let g1 = a.allocate(&request(1, &[]), 0, 1_000, &mut rng).unwrap();
+        let g2 = a.allocate(&request(1, &[]), 0, 2_000, &mut rng).unwrap();
+        assert_ne!(g1.grant, g2.grant);
+        assert_eq!(
+            a.allocate(&request(1, &[]), 0, 3_000, &mut rng),
+            Err(Unavailable::AllBusy)
+        );
+        assert!(a.release(g2.grant));
+        assert!(!a.release(g2.grant));
+        a.allocate(&request(1, &[]), 0, 3_000, &mut rng).unwrap();
+        assert_eq!(a.next_expiry(), Some(1_000));
+        // At 1_000 the first grant expires and its slot is free again.
+        a.allocate(&request(1, &[]), 1_000, 4_000, &mut rng)
+            .unwrap();
+        assert_eq!(a.granted(id(1)), 2);
+        a.expire(10_000);
+        assert_eq!(a.granted(id(1)), 0);
+        assert_eq!(a.next_expiry(), None);
+    }
+
+    #[test]
+    fn a_departed_client_releases_its_grants() {
+        let mut a = table(3);
+        let mut rng = SplitMix64::new(2);
+        let mut other = request(1, &[]);
+        other.client = id(201);
+        a.allocate(&request(1, &[]), 0, 99, &mut rng).unwrap();
+        a.allocate(&request(1, &[]), 0, 99, &mut rng).unwrap();
+        a.allocate(&other, 0, 99, &mut rng).unwrap();
+        assert_eq!(a.release_client(id(200)), 2);
+        let total: u32 = (1..=3).map(|i| a.granted(id(i))).sum();
+        assert_eq!(total, 1);
+    }
+
+    #[test]
+    fn gossip_updates_keep_grants_and_fences() {
+        let mut a = table(1);
+        a.fence(id(1), 3);
+        a.allocate(&request(1, &[]), 0, 99, &mut SplitMix64::new(0))
+            .unwrap_err();
+        a.set_epoch(3);
+        a.allocate(&request(1, &[]), 0, 99, &mut SplitMix64::new(0))
+            .unwrap();
+        a.upsert(id(1), worker(4, 1, 100, &[1]));
+        assert_eq!(a.granted(id(1)), 1);
+        assert_eq!(a.free_slots(id(1)), Some(2));
+        assert_eq!(a.worker(id(1)).map(|w| w.fence), Some(3));
+        a.remove(id(1));
+        assert_eq!(a.worker(id(1)), None);
+        assert_eq!(a.free_slots(id(1)), None);
+        assert_eq!(a.next_expiry(), None);
+        // Unknown workers are ignored.
+        a.set_alive(id(9), true);
+        a.fence(id(9), 1);
+        assert_eq!(a.granted(id(9)), 0);
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        let run = |seed| {
+            let mut a = table(8);
+            let mut rng = SplitMix64::new(seed);
+            (0..10)
+                .map(|_| a.allocate(&request(1, &[]), 0, 99, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+    }
+
+    #[test]
+    fn prefers_fast_and_free_workers() {
+        let mut a = Allocator::new(1);
+        a.upsert(id(1), worker(8, 0, 1_000, &[1]));
+        a.upsert(id(2), worker(8, 0, 10, &[1]));
+        a.upsert(id(3), worker(8, 7, 1_000, &[1]));
+        let mut rng = SplitMix64::new(5);
+        let mut firsts = BTreeMap::new();
+        for _ in 0..200 {
+            let got = a.allocate(&request(1, &[]), 0, 0, &mut rng).unwrap();
+            *firsts.entry(got.candidates[0]).or_insert(0) += 1;
+            a.expire(0);
+        }
+        assert!(firsts[&id(1)] > 150, "{firsts:?}");
+    }
+
+    #[test]
+    fn zero_speed_and_zero_capacity_do_not_panic() {
+        let mut a = Allocator::new(0);
+        a.upsert(id(1), worker(0, 0, 0, &[1]));
+        a.upsert(id(2), worker(1, 5, 0, &[1]));
+        a.upsert(id(3), worker(u32::MAX, 0, u32::MAX, &[1]));
+        let got = a
+            .allocate(
+                &request(1, &[]),
+                u64::MAX,
+                u64::MAX,
+                &mut SplitMix64::new(0),
+            )
+            .unwrap();
+        assert_eq!(got.candidates, vec![id(3)]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc { toolchain: u8, exclude: Vec<u8> },
+        Release(usize),
+        Gossip { worker: u8, busy: u32 },
+        Alive { worker: u8, alive: bool },
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..3, prop::collection::vec(0u8..8, 0..4))
+                .prop_map(|(toolchain, exclude)| Op::Alloc { toolchain, exclude }),
+            1 => any::<usize>().prop_map(Op::Release),
+            1 => (0u8..8, 0u32..6).prop_map(|(worker, busy)| Op::Gossip { worker, busy }),
+            1 => (0u8..8, any::<bool>()).prop_map(|(worker, alive)| Op::Alive { worker, alive }),
+            1 => (0u64..3_000).prop_map(Op::Advance),
+        ]
+    }
+
+    fn workers() -> impl Strategy<Value = Vec<Worker>> {
+        prop::collection::vec(
+            (
+                0u32..5,
+                0u32..5,
+                0u32..1_000,
+                prop::collection::vec(0u8..3, 0..3),
+            ),
+            0..8,
+        )
+        .prop_map(|ws| {
+            ws.into_iter()
+                .map(|(total, busy, speed, tcs)| worker(total, busy, speed, &tcs))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn allocation_invariants(
+            table in workers(),
+            ops in prop::collection::vec(op(), 0..80),
+            seed in any::<u64>(),
+        ) {
+            let mut a = Allocator::new(1);
+            for (i, w) in table.iter().enumerate() {
+                a.upsert(id(i as u8), w.clone());
+            }
+            let mut rng = SplitMix64::new(seed);
+            let mut now = 0u64;
+            let mut live: Vec<(GrantId, u64)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Alloc { toolchain, exclude } => {
+                        let req = request(toolchain, &exclude);
+                        let before: BTreeMap<NodeId, u32> =
+                            (0..8).map(|i| (id(i), a.granted(id(i)))).collect();
+                        let expiry = now + 2_000;
+                        match a.allocate(&req, now, expiry, &mut rng) {
+                            Ok(got) => {
+                                let set: BTreeSet<_> = got.candidates.iter().collect();
+                                prop_assert_eq!(set.len(), got.candidates.len());
+                                prop_assert!(!got.candidates.is_empty());
+                                prop_assert!(got.candidates.len() <= 3);
+                                for c in &got.candidates {
+                                    let w = a.worker(*c).expect("known");
+                                    prop_assert!(!req.exclude.contains(c));
+                                    prop_assert!(w.alive);
+                                    prop_assert!(w.toolchains.contains(&req.toolchain));
+                                }
+                                let first = got.candidates[0];
+                                let w = a.worker(first).expect("known");
+                                prop_assert!(w.slots_busy + a.granted(first) <= w.slots_total);
+                                prop_assert!(a.granted(first) >= 1);
+                                live.push((got.grant, expiry));
+                            }
+                            Err(_) => {
+                                // Nothing eligible: no worker changed hands.
+                                for i in 0..8 {
+                                    prop_assert!(a.granted(id(i)) <= before[&id(i)]);
+                                }
+                            }
+                        }
+                    }
+                    Op::Release(k) => {
+                        if !live.is_empty() {
+                            let (g, _) = live.remove(k % live.len());
+                            a.release(g);
+                        }
+                    }
+                    Op::Gossip { worker, busy } => {
+                        if let Some(w) = a.worker(id(worker)).cloned() {
+                            a.upsert(id(worker), Worker { slots_busy: busy, ..w });
+                        }
+                    }
+                    Op::Alive { worker, alive } => a.set_alive(id(worker), alive),
+                    Op::Advance(dt) => {
+                        now += dt;
+                        a.expire(now);
+                        live.retain(|(_, e)| *e > now);
+                    }
+                }
+                // Grants here are exactly the live, unexpired, unreleased ones.
+                let total: u32 = (0..8).map(|i| a.granted(id(i))).sum();
+                let outstanding = live.iter().filter(|(_, e)| *e > now).count() as u32;
+                prop_assert!(total <= outstanding);
+            }
+            now += 2_001;
+            a.expire(now);
+            let total: u32 = (0..8).map(|i| a.granted(id(i))).sum();
+            prop_assert_eq!(total, 0);
+            prop_assert_eq!(a.next_expiry(), None);
+        }
+    }
+}
