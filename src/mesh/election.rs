@@ -23,8 +23,12 @@
 //! - **Fast path** (§3.3). The coordinator sends its claim as a lease every `lease_interval` to
 //!   the two best-ranked live members (its successors). A successor that hears nothing for
 //!   `silence` (+ `succession_step` for the second) asks the shell to [`Action::Verify`] the
-//!   coordinator with direct and indirect probes; a failed verification counts as Down in this
-//!   node's view and succession follows.
+//!   coordinator with direct and indirect probes (and sends it the claim, so a coordinator that
+//!   restarted and forgot its role takes it back). A failed verification counts as Down for the
+//!   election until the coordinator is heard again or the view reports a change about it; then
+//!   succession follows. SWIM suspicion alone never triggers succession.
+//! - **Rejoin.** When a member joins, rejoins after Down, or shows a new incarnation (a new
+//!   `joined`), the coordinator sends it its claim, and so does every node whose claim names it.
 //! - **Graceful leave.** A leaving coordinator broadcasts `epoch + 1` naming its best-ranked Alive
 //!   successor: handover in one hop.
 //! - **Partitions.** Each side elects its own coordinator once the other side is Down. The
@@ -248,6 +252,7 @@ impl Election {
     }
 
     /// The membership view changed: `rank.id` is now in `state` (a graceful leave is `Down`).
+    /// A restarted node must come back with a new `joined` (or be reported Down first).
     pub fn member(&mut self, rank: Rank, state: MemberState, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
         if self.left || rank.id == self.me.id {
