@@ -3,8 +3,10 @@
 //! See `docs/architecture.md` (section "Mesh transport") and `../shared/research/quic-p2p.md`.
 //! A node with no cluster secret opens no network port at all ([`start`] returns `None`).
 
+pub mod alloc;
 pub mod cluster;
 pub mod commands;
+pub mod election;
 pub mod identity;
 pub mod proto;
 pub mod tls;
