@@ -2,12 +2,11 @@
 //! (Compiler calls never get here: `main` sends them to the wrapper first.)
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::compiler::args::{self, ArgContext, CompilerFamily, PathKind, Verdict};
+use crate::compiler::args::Verdict;
 use crate::compiler::rsp;
 use crate::config::Config;
 use crate::node::ipc::{Reply, Request};
@@ -229,28 +228,12 @@ fn explain(config: &Config, json: bool, command: &[OsString]) -> anyhow::Result<
     };
     let self_exe = std::env::current_exe()?;
     let compiler = locate::find_compiler(name, search.as_deref(), var, &cwd, &self_exe).ok();
-    let family_name = compiler
-        .as_ref()
-        .and_then(|c| c.canonicalize().ok())
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| name.to_string_lossy().into_owned());
     let raw: Vec<String> = rest
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let read = |n: &str| std::fs::read_to_string(cwd.join(n));
     let args = rsp::expand_response_files(&raw, &read)?;
-    let path_kind = |p: &Path| match std::fs::metadata(cwd.join(p)) {
-        Ok(m) if m.is_dir() => PathKind::Dir,
-        Ok(_) => PathKind::File,
-        Err(_) => PathKind::Missing,
-    };
-    let ctx = ArgContext {
-        family: CompilerFamily::from_name(&family_name),
-        path_kind: &path_kind,
-        dependency_env_set: std::env::var_os("DEPENDENCIES_OUTPUT").is_some()
-            || std::env::var_os("SUNPRO_DEPENDENCIES").is_some(),
-    };
     let mut e = Explanation {
         compile: false,
         cacheable: false,
@@ -260,7 +243,8 @@ fn explain(config: &Config, json: bool, command: &[OsString]) -> anyhow::Result<
         outputs: Vec::new(),
         compiler: compiler.as_ref().map(|c| c.display().to_string()),
     };
-    match args::classify(&args, &ctx) {
+    let found = compiler.clone().unwrap_or_else(|| name.into());
+    match wrapper::classify_here(&args, &cwd, &found, name) {
         Verdict::NotCompile(why) => {
             e.reason_code = Some(why.reason());
             e.reason = Some(why.to_string());

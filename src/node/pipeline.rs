@@ -16,9 +16,9 @@ use tracing::{debug, info_span, warn, Instrument};
 use crate::cache::entry::Entry;
 use crate::cache::key::{self, KeyInputs};
 use crate::cache::store::{LocalStore, StoreError};
-use crate::compiler::args::{self, ArgContext, CompileJob, CompilerFamily, PathKind, Verdict};
-use crate::compiler::color;
+use crate::compiler::args::{self, ArgContext, CompileJob, CompilerFamily, Verdict};
 use crate::compiler::toolchain::Toolchains;
+use crate::compiler::{color, path_kind_in};
 use crate::node::ipc::{CompileRequest, Reply};
 use crate::node::stats::{Event, Stats};
 
@@ -45,15 +45,6 @@ struct Ran {
     exit_code: i32,
     stdout: Vec<u8>,
     stderr: Vec<u8>,
-}
-
-/// A file system view relative to the compile's working directory.
-fn path_kind_in(cwd: &Path) -> impl Fn(&Path) -> PathKind + '_ {
-    move |p: &Path| match std::fs::metadata(cwd.join(p)) {
-        Ok(m) if m.is_dir() => PathKind::Dir,
-        Ok(_) => PathKind::File,
-        Err(_) => PathKind::Missing,
-    }
 }
 
 impl Pipeline {

@@ -9,14 +9,15 @@
 pub mod client;
 pub mod locate;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::compiler::args::{self, ArgContext, CompilerFamily, PathKind, Uncacheable, Verdict};
+use crate::compiler::args::{self, ArgContext, CompilerFamily, Uncacheable, Verdict};
+use crate::compiler::path_kind_in;
 use crate::compiler::rsp;
 use crate::config::Config;
 use crate::node::ipc::{CompileRequest, CounterEvent, Reply, Request};
@@ -122,23 +123,7 @@ fn try_daemon(config: &Config, inv: &Invocation, compiler: &Path, cwd: &Path) ->
         );
         return Outcome::Exec;
     };
-    let family_name = compiler
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| inv.compiler.to_string_lossy().into_owned());
-    let path_kind = |p: &Path| match std::fs::metadata(cwd.join(p)) {
-        Ok(m) if m.is_dir() => PathKind::Dir,
-        Ok(_) => PathKind::File,
-        Err(_) => PathKind::Missing,
-    };
-    let ctx = ArgContext {
-        family: CompilerFamily::from_name(&family_name),
-        path_kind: &path_kind,
-        dependency_env_set: std::env::var_os("DEPENDENCIES_OUTPUT").is_some()
-            || std::env::var_os("SUNPRO_DEPENDENCIES").is_some(),
-    };
-    match args::classify(&args, &ctx) {
+    match classify_here(&args, cwd, compiler, &inv.compiler) {
         Verdict::NotCompile(why) => {
             client::count(paths, &CounterEvent::NotCompile(why));
             return Outcome::Exec;
@@ -192,6 +177,24 @@ fn try_daemon(config: &Config, inv: &Invocation, compiler: &Path, cwd: &Path) ->
         Ok(other) => Outcome::Fallback(format!("unexpected reply from the daemon: {other:?}")),
         Err(e) => Outcome::Fallback(e.to_string()),
     }
+}
+
+/// Classifies `args` for the compiler at `compiler` (invoked as `invoked`) against the file
+/// system under `cwd` and this process's environment.
+pub fn classify_here(args: &[String], cwd: &Path, compiler: &Path, invoked: &OsStr) -> Verdict {
+    let family_name = compiler
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| invoked.to_string_lossy().into_owned());
+    let path_kind = path_kind_in(cwd);
+    let ctx = ArgContext {
+        family: CompilerFamily::from_name(&family_name),
+        path_kind: &path_kind,
+        dependency_env_set: std::env::var_os("DEPENDENCIES_OUTPUT").is_some()
+            || std::env::var_os("SUNPRO_DEPENDENCIES").is_some(),
+    };
+    args::classify(args, &ctx)
 }
 
 /// Replaces this process with the real compiler and the original arguments.
