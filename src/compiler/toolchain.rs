@@ -119,16 +119,9 @@ impl Toolchains {
         {
             return Ok(found);
         }
-        let out = std::process::Command::new(compiler)
-            .args(["-###", "-E", "-x", "c", "-"])
-            .args(native_args)
-            .env("LC_ALL", "C")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| ToolchainError::Run {
-                path: compiler.to_path_buf(),
-                source,
-            })?;
+        let mut args = vec!["-###", "-E", "-x", "c", "-"];
+        args.extend(native_args.iter().map(String::as_str));
+        let out = run_compiler(compiler, &args)?;
         // The driver prints the commands it would run on stderr; keep only the option words
         // that the native options expand to (not paths, which vary with the directory).
         let text = String::from_utf8_lossy(&out.stderr);
@@ -149,16 +142,21 @@ impl Toolchains {
     }
 }
 
-fn query(compiler: &Path, arg: &str) -> Result<String, ToolchainError> {
-    let out = std::process::Command::new(compiler)
-        .arg(arg)
+/// Runs the compiler with `args` in the C locale and no input, capturing its output.
+fn run_compiler(compiler: &Path, args: &[&str]) -> Result<std::process::Output, ToolchainError> {
+    std::process::Command::new(compiler)
+        .args(args)
         .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|source| ToolchainError::Run {
             path: compiler.to_path_buf(),
             source,
-        })?;
+        })
+}
+
+fn query(compiler: &Path, arg: &str) -> Result<String, ToolchainError> {
+    let out = run_compiler(compiler, &[arg])?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
