@@ -58,7 +58,9 @@ use std::collections::BTreeMap;
 use super::identity::NodeId;
 
 /// What kind of machine a node is; servers coordinate before desktops, desktops before laptops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum NodeClass {
     /// A dedicated or pinned machine.
     Server,

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod proto;
 pub mod tls;
 pub mod transport;
+pub mod view;
 
 #[cfg(test)]
 mod tests;
