@@ -187,6 +187,7 @@ fn stats_cmd(config: &Config, json: bool, zero: bool) -> anyhow::Result<ExitCode
     }
     let snapshot = match client::request(&config.paths, &Request::Stats, false) {
         Ok(Reply::Stats(s)) => *s,
+        Ok(Reply::Error(e)) => anyhow::bail!("the daemon refused: {e}"),
         Ok(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
         Err(client::ClientError::NotRunning) => {
             let mut s = stats::read_file(&file).unwrap_or_default();

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use common::*;
@@ -154,4 +156,83 @@ fn daemon_killed_mid_build() {
     }
     let new_pid = h.running_daemon();
     assert_ne!(new_pid, pid, "the daemon did not restart");
+}
+
+/// Set in the environment of [`other_user_probe`] when it runs as another user.
+const PROBE_SOCKET: &str = "MESHCC_TEST_PROBE_SOCKET";
+
+/// The daemon serves only its own user: another uid that reaches the socket (here through
+/// directories loosened on purpose, as a careless admin might) is told so and served nothing.
+#[test]
+fn another_user_is_refused() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: acting as another user needs root");
+        return;
+    }
+    let h = Home::new();
+    write(&h.work, "a.c", "int a(void) { return 1; }\n");
+    run(&mut h.wrapped("gcc", ["-c", "a.c"]));
+    h.running_daemon();
+    let socket = h.socket();
+    use std::os::unix::fs::PermissionsExt;
+    let mut dir = socket.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        if d == Path::new("/") || d == std::env::temp_dir() {
+            break;
+        }
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+            .expect("loosen a directory on the socket's path");
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+        .expect("loosen the socket");
+
+    // The probe is this very test binary, run as `nobody`.
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut probe = Command::new(exe);
+    probe
+        .args(["--ignored", "--exact", "other_user_probe", "--nocapture"])
+        .env(PROBE_SOCKET, &socket)
+        .uid(65534)
+        .gid(65534);
+    let out = output(&mut probe);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the probe as another user was not refused as expected ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        h.log().contains("refused a connection from another user"),
+        "the daemon did not log the refusal:\n{}",
+        h.log()
+    );
+    assert_eq!(
+        h.stat("cache_misses"),
+        1,
+        "the probe changed the statistics"
+    );
+}
+
+/// Run by [`another_user_is_refused`] as another user: asks for the statistics and expects the
+/// daemon's refusal instead.
+#[test]
+#[ignore = "run by another_user_is_refused as another user"]
+fn other_user_probe() {
+    use meshcc::node::ipc::{self, Reply, Request};
+    let socket = std::env::var_os(PROBE_SOCKET).expect("run by another_user_is_refused");
+    assert_ne!(
+        nix::unistd::getuid().as_raw(),
+        0,
+        "the probe must not run as root"
+    );
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&socket).expect("connect to the loosened socket");
+    ipc::write_sync(&mut stream, &Request::Stats).expect("send the request");
+    match ipc::read_sync::<Reply>(&mut stream, ipc::MAX_REPLY) {
+        Ok(Reply::Error(e)) => assert!(e.contains("serves only its own user"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use crate::compiler::args::CompilerFamily;
 
 /// The identity of a toolchain (BLAKE3 over its programs' contents and target).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ToolchainId(pub [u8; 32]);
 
 /// Why a toolchain could not be identified.
