@@ -9,4 +9,5 @@ pub mod config;
 pub mod demo;
 pub mod mesh;
 pub mod node;
+pub mod remote;
 pub mod wrapper;

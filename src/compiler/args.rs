@@ -182,6 +182,10 @@ pub struct CompileJob {
     pub records_command_line: bool,
     /// `Ok` when the compile could run on another machine, else why not.
     pub distributable: Result<(), NotDistributable>,
+    /// The options for compiling the preprocessed input on another machine: every argument
+    /// except the input, `-x`, the mode flag, `-o`, dependency and preprocessor-only options
+    /// and colour flags (the worker adds `-x`, the mode, its own input and output names).
+    pub remote_args: Vec<String>,
 }
 
 /// Why an invocation is not a compile: the real compiler runs with the original arguments.
@@ -1214,6 +1218,7 @@ fn decide(s: &Scan, ctx: &ArgContext) -> Result<CompileJob, Stop> {
         dependency_args,
         records_command_line: s.record_f || s.record_g,
         distributable,
+        remote_args: remote_args(s),
     })
 }
 
@@ -1393,6 +1398,37 @@ fn preprocess_args(s: &Scan) -> Vec<String> {
         }
     }
     out.push("-E".to_string());
+    out
+}
+
+/// The options for a remote compile of the preprocessed input (see [`CompileJob::remote_args`]).
+fn remote_args(s: &Scan) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in &s.items {
+        let keep = match item.kind {
+            ItemKind::Input => false,
+            ItemKind::Other => true,
+            ItemKind::Known(o, _) => {
+                !matches!(
+                    o.role,
+                    Role::Lang
+                        | Role::Mode(_)
+                        | Role::Output
+                        | Role::DepFile
+                        | Role::DepFileName
+                        | Role::DepTarget
+                        | Role::DepFlag
+                        | Role::Wp
+                        | Role::Xpreprocessor
+                        | Role::Color(_)
+                        | Role::ColorValue
+                ) && o.flags & CPP == 0
+            }
+        };
+        if keep {
+            out.extend(item.tokens.iter().cloned());
+        }
+    }
     out
 }
 
@@ -2065,6 +2101,39 @@ mod tests {
                 (StackUsage, "foo.su"),
                 (CallGraphInfo, "foo.ci"),
             ]
+        );
+    }
+
+    #[test]
+    fn remote_args_keep_only_what_the_compile_of_the_preprocessed_text_needs() {
+        let j = job(&[
+            "-O2",
+            "-DX=1",
+            "-Iinc",
+            "-include",
+            "pre.h",
+            "-c",
+            "src/a.c",
+            "-o",
+            "out/a.o",
+            "-MD",
+            "-MF",
+            "a.d",
+            "-MT",
+            "t",
+            "-MP",
+            "-Wp,-MD,x.d",
+            "-Wall",
+            "-g",
+            "-fdiagnostics-color=always",
+            "-x",
+            "c",
+            "-Wa,--noexecstack",
+            "-std=c99",
+        ]);
+        assert_eq!(
+            j.remote_args,
+            strings(&["-O2", "-Wall", "-g", "-Wa,--noexecstack", "-std=c99"])
         );
     }
 

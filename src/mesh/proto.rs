@@ -15,6 +15,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::identity::NodeId;
+use crate::compiler::args::{CompileMode, Language};
+use crate::compiler::toolchain::ToolchainId;
+use std::net::SocketAddr;
 
 /// Version of the mesh protocol, carried in [`Hello`]; nodes of other versions are refused.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -34,6 +37,10 @@ pub enum Limit {
     Request,
     /// A [`Reply`] header.
     Reply,
+    /// A [`Request::RunJob`] header (its arguments).
+    Job,
+    /// A [`Reply::JobDone`] header (the compiler's stdout and stderr).
+    JobReply,
 }
 
 impl Limit {
@@ -43,6 +50,8 @@ impl Limit {
             Limit::Hello => 1 << 10,
             Limit::Request => 64 << 10,
             Limit::Reply => 1 << 20,
+            Limit::Job => 256 << 10,
+            Limit::JobReply => 16 << 20,
         }
     }
 }
@@ -85,6 +94,86 @@ pub enum Request {
         /// Seed of the pattern.
         seed: u64,
     },
+    /// Run one compile here; [`JobHeader::input_len`] bytes of zstd-compressed preprocessed
+    /// input follow. Answered by [`Reply::JobDone`] (+ the zstd-compressed output),
+    /// [`Reply::Busy`], [`Reply::StaleEpoch`] or [`Reply::Refused`].
+    RunJob(JobHeader),
+    /// Ask the coordinator for ranked workers for one job: [`Reply::Allocated`] or
+    /// [`Reply::Unavailable`].
+    Alloc(AllocRequest),
+    /// The job of this grant is over (done, or given up): the coordinator frees its slot.
+    Release {
+        /// The grant of [`Reply::Allocated`].
+        grant: u64,
+    },
+}
+
+impl Request {
+    /// The largest frame this request may arrive in.
+    pub fn limit(&self) -> Limit {
+        match self {
+            Request::RunJob(_) => Limit::Job,
+            _ => Limit::Request,
+        }
+    }
+}
+
+/// Header of one remote compile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobHeader {
+    /// The client's JobId (for logs on both sides).
+    pub job: u64,
+    /// Which attempt of the job this is (1 for the first); results are matched to it.
+    pub attempt: u32,
+    /// The coordinator epoch of the grant, if a coordinator chose this worker.
+    pub epoch: Option<u64>,
+    /// The toolchain to run, by content identity; refused unless the worker has it.
+    pub toolchain: ToolchainId,
+    /// The language of the preprocessed input (`cpp-output`, `c++-cpp-output`, …).
+    pub language: Language,
+    /// Object or assembly.
+    pub mode: CompileMode,
+    /// The compile's options, checked against the remote allow-list.
+    pub args: Vec<String>,
+    /// Locale and reproducibility variables of the client's compile (others are ignored).
+    pub env: Vec<(String, String)>,
+    /// Compressed input bytes that follow the header.
+    pub input_len: u64,
+}
+
+/// What came of one remote compile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The compiler's exit code.
+    pub exit_code: i32,
+    /// What it printed on stdout.
+    pub stdout: Vec<u8>,
+    /// What it printed on stderr (diagnostics).
+    pub stderr: Vec<u8>,
+    /// Compressed output bytes that follow the header (0 when the compile failed).
+    pub output_len: u64,
+}
+
+/// An allocation request to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocRequest {
+    /// The client's JobId (for logs).
+    pub job: u64,
+    /// The attempt.
+    pub attempt: u32,
+    /// The toolchain the job needs.
+    pub toolchain: ToolchainId,
+    /// Workers not to offer (they failed this job already).
+    pub exclude: Vec<NodeId>,
+}
+
+/// One worker offered by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// The worker.
+    pub node_id: NodeId,
+    /// Where the coordinator knows it (hints).
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// A reply on the request's stream.
@@ -106,6 +195,30 @@ pub enum Reply {
     },
     /// The request was refused or failed.
     Error(String),
+    /// A remote compile ran; its output follows.
+    JobDone(JobResult),
+    /// Every slot is taken: try another worker.
+    Busy,
+    /// The grant comes from a coordinator older than one this worker follows.
+    StaleEpoch {
+        /// The newest epoch the worker knows.
+        epoch: u64,
+    },
+    /// The job is refused and would be anywhere with these arguments or this toolchain.
+    Refused(String),
+    /// Ranked workers for a job, best first; a slot on the first is reserved.
+    Allocated {
+        /// The coordinator's epoch.
+        epoch: u64,
+        /// The grant, to release when the job ends.
+        grant: u64,
+        /// Up to three workers.
+        candidates: Vec<Candidate>,
+    },
+    /// No worker can be offered, and why.
+    Unavailable(String),
+    /// Answer to [`Request::Release`].
+    Released,
 }
 
 /// One member as a node sees it.
@@ -195,6 +308,16 @@ fn check_len(len: usize, limit: Limit) -> Result<(), FrameError> {
     Ok(())
 }
 
+/// Reads one request frame: bounded by the largest request kind, then by its own kind's limit.
+pub async fn read_request(
+    r: &mut (impl AsyncRead + Unpin),
+    timeout: Duration,
+) -> Result<Request, FrameError> {
+    let (req, len): (Request, usize) = read_frame_len(r, Limit::Job, timeout).await?;
+    check_len(len, req.limit())?;
+    Ok(req)
+}
+
 /// Reads one frame of kind `limit` within `timeout`. The buffer grows with the bytes that
 /// actually arrive, so a peer announcing a large frame and sending little costs little.
 pub async fn read_frame<T: DeserializeOwned>(
@@ -202,6 +325,15 @@ pub async fn read_frame<T: DeserializeOwned>(
     limit: Limit,
     timeout: Duration,
 ) -> Result<T, FrameError> {
+    Ok(read_frame_len(r, limit, timeout).await?.0)
+}
+
+/// [`read_frame`], also giving the payload's length.
+async fn read_frame_len<T: DeserializeOwned>(
+    r: &mut (impl AsyncRead + Unpin),
+    limit: Limit,
+    timeout: Duration,
+) -> Result<(T, usize), FrameError> {
     tokio::time::timeout(timeout, async {
         let mut header = [0u8; 4];
         r.read_exact(&mut header).await?;
@@ -212,7 +344,7 @@ pub async fn read_frame<T: DeserializeOwned>(
         if payload.len() != len {
             return Err(FrameError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
-        Ok(postcard::from_bytes(&payload)?)
+        Ok((postcard::from_bytes(&payload)?, len))
     })
     .await
     .map_err(|_| FrameError::Timeout(timeout))?

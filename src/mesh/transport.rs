@@ -181,6 +181,28 @@ pub enum MeshError {
     Closed,
 }
 
+/// One request handed to the node's [`Service`]: the header is read, any bulk bytes are still
+/// on `recv`, and the reply goes on `send`.
+pub struct Served {
+    /// The authenticated peer.
+    pub peer: NodeId,
+    /// The connection it came on (a slot leased to the peer ends when it closes).
+    pub conn: Connection,
+    /// The request header.
+    pub request: Request,
+    /// Where the reply goes.
+    pub send: quinn::SendStream,
+    /// The rest of the request (bulk bytes).
+    pub recv: quinn::RecvStream,
+}
+
+/// A future a [`Service`] returns.
+pub type ServiceFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves the job-side requests ([`Request::RunJob`], [`Request::Alloc`],
+/// [`Request::Release`]); set once with [`Mesh::set_service`].
+pub type Service = Arc<dyn Fn(Served) -> ServiceFuture + Send + Sync>;
+
 /// One entry of the peer table.
 struct Peer {
     conn: Connection,
@@ -200,6 +222,7 @@ pub struct Mesh {
     accept_task: Mutex<Option<JoinHandle<()>>>,
     local_addr: Option<SocketAddr>,
     accepting: bool,
+    service: std::sync::OnceLock<Service>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -307,6 +330,7 @@ impl Mesh {
             accept_task: Mutex::new(None),
             local_addr,
             accepting: accept,
+            service: std::sync::OnceLock::new(),
         });
         if accept {
             let task = tokio::spawn(accept_loop(Arc::downgrade(&mesh), mesh.endpoint.clone()));
@@ -316,6 +340,17 @@ impl Mesh {
             info!(node = %mesh.id(), addr = ?local_addr, "mesh endpoint listening");
         }
         Ok(mesh)
+    }
+
+    /// Installs the service for job requests (worker, coordinator); only the first call counts.
+    /// Until then such requests are answered with an error.
+    pub fn set_service(&self, service: Service) {
+        let _ = self.service.set(service);
+    }
+
+    /// The transport settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
     }
 
     /// This node's id.
@@ -836,8 +871,9 @@ async fn serve_connection(mesh: Weak<Mesh>, conn: Connection, peer: NodeId) {
             }
         };
         let Some(m) = mesh.upgrade() else { break };
+        let conn = conn.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(&m, send, recv).await {
+            if let Err(e) = serve_stream(&m, send, recv, conn, peer).await {
                 debug!(peer = %peer.short(), "request failed: {e}");
             }
         });
@@ -852,10 +888,33 @@ async fn serve_stream(
     mesh: &Mesh,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    conn: Connection,
+    peer: NodeId,
 ) -> Result<(), MeshError> {
     let t = mesh.config.request_timeout;
-    let req: Request = proto::read_frame(&mut recv, Limit::Request, t).await?;
+    let req = proto::read_request(&mut recv, t).await?;
     match req {
+        Request::RunJob(_) | Request::Alloc(_) | Request::Release { .. } => {
+            let Some(service) = mesh.service.get().cloned() else {
+                proto::write_frame(
+                    &mut send,
+                    &Reply::Error("this node serves no jobs yet".into()),
+                    t,
+                )
+                .await?;
+                let _ = send.finish();
+                return Ok(());
+            };
+            service(Served {
+                peer,
+                conn,
+                request: req,
+                send,
+                recv,
+            })
+            .await;
+            return Ok(());
+        }
         Request::Ping { nonce } => proto::write_frame(&mut send, &Reply::Pong { nonce }, t).await?,
         Request::Status => proto::write_frame(&mut send, &Reply::Status(mesh.status()), t).await?,
         Request::Upload { len } if len <= MAX_BULK => {

@@ -7,7 +7,6 @@
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use crate::cache::key::{self, KeyInputs};
 use crate::cache::store::{LocalStore, StoreError};
 use crate::compiler::args::{self, ArgContext, CompileJob, CompilerFamily, Verdict};
 use crate::compiler::toolchain::Toolchains;
-use crate::compiler::{color, path_kind_in};
+use crate::compiler::{color, path_kind_in, Ran};
 use crate::node::ipc::{CompileRequest, Reply};
 use crate::node::stats::{Event, Stats};
 
@@ -38,13 +37,6 @@ pub struct Pipeline {
     toolchains: Arc<Toolchains>,
     stats: Arc<Stats>,
     next_job: AtomicU64,
-}
-
-/// What a process printed and how it ended.
-struct Ran {
-    exit_code: i32,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
 }
 
 impl Pipeline {
@@ -334,38 +326,7 @@ impl Pipeline {
 
 /// Runs the compiler with `args` in the caller's directory and environment.
 async fn run(req: &CompileRequest, program: &str, args: &[String]) -> std::io::Result<Ran> {
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .current_dir(&req.cwd)
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .env("PWD", &req.cwd)
-        // A compiler that is itself a wrapper calling meshcc runs straight through.
-        .env("MESHCC_DISABLE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // SAFETY: prctl is async-signal-safe; it only sets a flag of the child process.
-    unsafe {
-        cmd.pre_exec(|| {
-            // The compiler dies with the daemon, so a wrapper that falls back to compiling
-            // itself never races a leftover compile writing the same files.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let out = cmd.output().await?;
-    use std::os::unix::process::ExitStatusExt;
-    let exit_code = out
-        .status
-        .code()
-        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
-    Ok(Ran {
-        exit_code,
-        stdout: out.stdout,
-        stderr: out.stderr,
-    })
+    crate::compiler::run(Path::new(program), args, Path::new(&req.cwd), &req.env).await
 }
 
 /// What identifies a version of the input file.

@@ -27,6 +27,20 @@ pub struct StatsSnapshot {
     pub local_compiles: u64,
     /// Compiles that failed (non-zero exit); never cached.
     pub compile_failed: u64,
+    /// Compiles that ran on another node for this one.
+    pub remote_compiles: u64,
+    /// `remote_compiles` by worker (its short NodeId).
+    pub remote_by_peer: BTreeMap<String, u64>,
+    /// Jobs run again on another worker after one was lost (attempt > 1).
+    pub retries: u64,
+    /// Compiles that ran here for lack of a worker (the last resort), all reasons.
+    pub local_fallbacks: u64,
+    /// `local_fallbacks` by reason.
+    pub local_fallback_reasons: BTreeMap<String, u64>,
+    /// Cacheable compiles that were not distributable, by reason (they compile here by design).
+    pub not_distributable: BTreeMap<String, u64>,
+    /// Compiles this node's worker ran for peers.
+    pub served_jobs: u64,
     /// Errors by reason (cache read/write, corrupt entries, toolchain, daemon unreachable, …).
     pub errors: BTreeMap<String, u64>,
     /// Entries in the local cache (filled when reported).
@@ -63,6 +77,16 @@ pub enum Event<'a> {
     NotCompile(&'a str),
     /// An error, by reason.
     Error(&'a str),
+    /// A compile done by another node (its short id).
+    RemoteCompile(&'a str),
+    /// A job sent again after its worker was lost.
+    Retry,
+    /// A local compile for lack of a worker, by reason.
+    LocalFallback(&'a str),
+    /// A cacheable compile kept local by design, by reason.
+    NotDistributable(&'a str),
+    /// A compile run by this node's worker for a peer.
+    ServedJob,
 }
 
 /// Live counters shared by the daemon's tasks.
@@ -106,6 +130,17 @@ impl Stats {
             }
             Event::NotCompile(r) => bump(&mut c.not_compile, r),
             Event::Error(r) => bump(&mut c.errors, r),
+            Event::RemoteCompile(peer) => {
+                c.remote_compiles += 1;
+                bump(&mut c.remote_by_peer, peer);
+            }
+            Event::Retry => c.retries += 1,
+            Event::LocalFallback(r) => {
+                c.local_fallbacks += 1;
+                bump(&mut c.local_fallback_reasons, r);
+            }
+            Event::NotDistributable(r) => bump(&mut c.not_distributable, r),
+            Event::ServedJob => c.served_jobs += 1,
         }
         self.dirty.store(true, Ordering::Relaxed);
     }
@@ -189,6 +224,23 @@ impl StatsSnapshot {
             let _ = writeln!(s, "  {reason:<26}{n}");
         }
         let _ = writeln!(s, "Local compiles:       {}", self.local_compiles);
+        let _ = writeln!(s, "Remote compiles:      {}", self.remote_compiles);
+        for (peer, n) in &self.remote_by_peer {
+            let _ = writeln!(s, "  on {peer:<23}{n}");
+        }
+        let _ = writeln!(s, "Retries:              {}", self.retries);
+        let _ = writeln!(s, "Local fallbacks:      {}", self.local_fallbacks);
+        for (reason, n) in &self.local_fallback_reasons {
+            let _ = writeln!(s, "  {reason:<26}{n}");
+        }
+        let not_distributable: u64 = self.not_distributable.values().sum();
+        if not_distributable > 0 {
+            let _ = writeln!(s, "Kept local by design: {not_distributable}");
+            for (reason, n) in &self.not_distributable {
+                let _ = writeln!(s, "  {reason:<26}{n}");
+            }
+        }
+        let _ = writeln!(s, "Jobs run for peers:   {}", self.served_jobs);
         let _ = writeln!(s, "Failed compiles:      {}", self.compile_failed);
         let errors: u64 = self.errors.values().sum();
         let _ = writeln!(s, "Errors:               {errors}");
@@ -221,6 +273,11 @@ mod tests {
         stats.count(Event::Uncacheable("multiple_source_files"));
         stats.count(Event::NotCompile("called_for_link"));
         stats.count(Event::Error("cache_write"));
+        stats.count(Event::RemoteCompile("abcd1234"));
+        stats.count(Event::Retry);
+        stats.count(Event::LocalFallback("no_worker"));
+        stats.count(Event::NotDistributable("syntax_only"));
+        stats.count(Event::ServedJob);
         stats.flush().unwrap();
         let again = Stats::load(file.clone()).snapshot();
         assert_eq!(again.cache_hits, 2);
@@ -229,6 +286,14 @@ mod tests {
         assert_eq!(again.uncacheable_reasons["multiple_source_files"], 1);
         assert_eq!(again.not_compile["called_for_link"], 1);
         assert_eq!(again.errors["cache_write"], 1);
+        assert_eq!(again.remote_compiles, 1);
+        assert_eq!(again.remote_by_peer["abcd1234"], 1);
+        assert_eq!(again.retries, 1);
+        assert_eq!(again.local_fallbacks, 1);
+        assert_eq!(again.local_fallback_reasons["no_worker"], 1);
+        assert_eq!(again.not_distributable["syntax_only"], 1);
+        assert_eq!(again.served_jobs, 1);
+        assert!(again.render().contains("Local fallbacks:      1"));
         assert!((again.hit_rate() - 66.666).abs() < 0.1);
         assert!(again.render().contains("Hits:               2"));
         stats.zero();
@@ -252,6 +317,10 @@ mod tests {
             "cache_misses",
             "uncacheable",
             "local_compiles",
+            "remote_compiles",
+            "retries",
+            "local_fallbacks",
+            "served_jobs",
         ] {
             assert!(v.get(key).is_some_and(|x| x.is_u64()), "{key}");
         }
