@@ -42,6 +42,9 @@ pub enum ConfigError {
     /// A `[mesh]` setting or `MESHCC_LISTEN` is invalid.
     #[error("invalid mesh setting: {0}")]
     Mesh(String),
+    /// A distributed-compilation setting (`MESHCC_SLOTS`, `MESHCC_RETRY_LIMIT`, …) is invalid.
+    #[error("invalid setting: {0}")]
+    Remote(String),
     /// A private directory cannot be made safe.
     #[error("directory {path} is unsafe or unusable: {reason}")]
     Dir {
@@ -192,6 +195,9 @@ pub struct Config {
     pub disabled: bool,
     /// Mesh settings (`[mesh]`, `MESHCC_LISTEN`); used only when a cluster secret exists.
     pub mesh: crate::mesh::MeshSettings,
+    /// Worker and dispatch settings (`MESHCC_SLOTS`, `MESHCC_RETRY_LIMIT`, `MESHCC_FALLBACK`,
+    /// `MESHCC_JOB_TIMEOUT`); used only with a mesh.
+    pub remote: crate::remote::RemoteSettings,
 }
 
 impl Config {
@@ -237,6 +243,7 @@ impl Config {
             compiler_path: get("MESHCC_PATH").or(file.compiler.path),
             disabled: get("MESHCC_DISABLE").is_some_and(|v| !v.is_empty() && v != "0"),
             mesh: crate::mesh::MeshSettings::resolve(get, file.mesh).map_err(ConfigError::Mesh)?,
+            remote: crate::remote::RemoteSettings::resolve(get).map_err(ConfigError::Remote)?,
         })
     }
 }

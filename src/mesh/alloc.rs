@@ -73,7 +73,7 @@ pub struct Allocation {
 }
 
 /// Why no worker can be offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Unavailable {
     /// No worker is alive.
     NoWorker,
@@ -212,6 +212,11 @@ impl Allocator {
     pub fn remove(&mut self, id: NodeId) {
         self.workers.remove(&id);
         self.grants.retain(|_, g| g.worker != id);
+    }
+
+    /// Every worker in the table.
+    pub fn worker_ids(&self) -> Vec<NodeId> {
+        self.workers.keys().copied().collect()
     }
 
     /// What is known of a worker.

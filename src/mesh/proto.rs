@@ -204,7 +204,9 @@ pub enum Reply {
         /// The newest epoch the worker knows.
         epoch: u64,
     },
-    /// The job is refused and would be anywhere with these arguments or this toolchain.
+    /// The worker does not have the job's toolchain (its advert was stale): try another.
+    NoToolchain,
+    /// The job is refused and would be anywhere with these arguments.
     Refused(String),
     /// Ranked workers for a job, best first; a slot on the first is reserved.
     Allocated {
@@ -216,7 +218,7 @@ pub enum Reply {
         candidates: Vec<Candidate>,
     },
     /// No worker can be offered, and why.
-    Unavailable(String),
+    Unavailable(super::alloc::Unavailable),
     /// Answer to [`Request::Release`].
     Released,
 }

@@ -78,8 +78,8 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-            keep_alive: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(2500),
             handshake_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             duplicate_drain: Duration::from_secs(1),

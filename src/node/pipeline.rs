@@ -20,6 +20,9 @@ use crate::compiler::toolchain::Toolchains;
 use crate::compiler::{color, path_kind_in, Ran};
 use crate::node::ipc::{CompileRequest, Reply};
 use crate::node::stats::{Event, Stats};
+use crate::remote::allow;
+use crate::remote::client::{Client, Outcome, RemoteJob};
+use crate::remote::worker::{preprocessed_language, FORWARDED_ENV};
 
 /// Identifies one job in logs; unique within a daemon's life, and random across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +40,16 @@ pub struct Pipeline {
     toolchains: Arc<Toolchains>,
     stats: Arc<Stats>,
     next_job: AtomicU64,
+    /// The dispatch client, when this node is part of a mesh.
+    remote: std::sync::OnceLock<Arc<Client>>,
+}
+
+/// Where a cache miss compiled.
+enum Compiled {
+    /// Here; `notice` is printed before the diagnostics but never cached.
+    Local { ran: Ran, notice: Option<String> },
+    /// On a worker, which already wrote the primary output in place.
+    Remote(Ran),
 }
 
 impl Pipeline {
@@ -53,17 +66,25 @@ impl Pipeline {
             toolchains: Arc::new(Toolchains::new()),
             stats,
             next_job: AtomicU64::new(u64::from_le_bytes(start) >> 16 << 16),
+            remote: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets cache misses go to the mesh through `client` (set once, when the mesh starts).
+    pub fn set_remote(&self, client: Arc<Client>) {
+        let _ = self.remote.set(client);
     }
 
     /// Runs one compile request to its reply.
     pub async fn compile(&self, req: CompileRequest) -> Reply {
         let job = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
         let span = info_span!("job", %job, input = tracing::field::Empty);
-        self.compile_job(req, &span).instrument(span.clone()).await
+        self.compile_job(req, job, &span)
+            .instrument(span.clone())
+            .await
     }
 
-    async fn compile_job(&self, req: CompileRequest, span: &tracing::Span) -> Reply {
+    async fn compile_job(&self, req: CompileRequest, job_id: JobId, span: &tracing::Span) -> Reply {
         let cwd = PathBuf::from(&req.cwd);
         let family = CompilerFamily::from_name(
             &Path::new(&req.compiler)
@@ -125,7 +146,14 @@ impl Pipeline {
         })
         .await;
         let (toolchain, native) = match identity {
-            Ok(Ok(found)) => found,
+            Ok(Ok(found)) => {
+                if let Some(remote) = self.remote.get() {
+                    remote
+                        .worker()
+                        .add_toolchain(found.0, PathBuf::from(&req.compiler));
+                }
+                found
+            }
             Ok(Err(e)) => {
                 warn!("{e}");
                 self.stats.count(Event::Error("toolchain"));
@@ -138,10 +166,40 @@ impl Pipeline {
             }
         };
 
+        let mut remote_args = job.remote_args.clone();
+        if !job.records_command_line {
+            remote_args.push(color::FORCE_COLOR_FLAG.to_string());
+        }
+        // Whether a miss may compile on a worker; why not, counted, when it may not.
+        let remote = match (self.remote.get(), &job.distributable) {
+            (None, _) => None,
+            (Some(_), Err(why)) => {
+                self.stats.count(Event::NotDistributable(why.reason()));
+                None
+            }
+            (Some(_), Ok(())) if preprocessed_language(job.language).is_none() => {
+                self.stats
+                    .count(Event::NotDistributable("local_only_language"));
+                None
+            }
+            (Some(remote), Ok(())) => match allow::check(&remote_args) {
+                Ok(()) => Some(remote.clone()),
+                Err(refusal) => {
+                    debug!("not distributable: {refusal}");
+                    self.stats.count(Event::NotDistributable("refused_option"));
+                    None
+                }
+            },
+        };
         let input_path = cwd.join(&job.input);
         let input_before = input_stamp(&input_path);
+        // A job that may compile elsewhere gets its dependency file from the preprocessor.
+        let preprocess_args = match &remote {
+            Some(_) => [&job.preprocess_args[..], &job.dependency_args[..]].concat(),
+            None => job.preprocess_args.clone(),
+        };
         let (source, cpp_stderr) = if job.language.needs_preprocessing() {
-            match run(&req, &req.compiler, &job.preprocess_args).await {
+            match run(&req, &req.compiler, &preprocess_args).await {
                 Ok(ran) if ran.exit_code == 0 => (ran.stdout, ran.stderr),
                 Ok(_) => {
                     // Let the real compile report the preprocessor's error exactly.
@@ -173,7 +231,6 @@ impl Pipeline {
             source: &source,
             preprocessor_stderr: &cpp_stderr,
         });
-        drop(source);
         debug!(%key, "key derived");
 
         let lookup_store = store.clone();
@@ -207,25 +264,70 @@ impl Pipeline {
 
         debug!("cache miss");
         self.stats.count(Event::Miss);
-        let mut compile_args = req.args.clone();
-        if !job.records_command_line {
-            compile_args.push(color::FORCE_COLOR_FLAG.to_string());
-        }
-        let ran = match run(&req, &req.compiler, &compile_args).await {
-            Ok(ran) => ran,
-            Err(e) => return self.cannot_run(&req, e),
+        let compiled = match remote {
+            Some(remote) => {
+                let spec = RemoteJob {
+                    job: job_id.0,
+                    toolchain,
+                    language: job.language,
+                    mode: job.mode,
+                    args: remote_args,
+                    env: req
+                        .env
+                        .iter()
+                        .filter(|(k, _)| FORWARDED_ENV.contains(&k.as_str()))
+                        .cloned()
+                        .collect(),
+                    input: match zstd::bulk::compress(&source, 1) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!("cannot compress the input: {e}");
+                            self.stats.count(Event::Error("internal"));
+                            return self.run_uncached(&req).await;
+                        }
+                    },
+                };
+                drop(source);
+                match self.dispatch(&remote, &spec, &req, &job, &cpp_stderr).await {
+                    Ok(c) => c,
+                    Err(reply) => return reply,
+                }
+            }
+            None => {
+                drop(source);
+                match self.compile_here(&req, &job).await {
+                    Ok(ran) => Compiled::Local { ran, notice: None },
+                    Err(e) => return self.cannot_run(&req, e),
+                }
+            }
         };
-        self.stats.count(Event::LocalCompile);
+        let (ran, notice) = match compiled {
+            Compiled::Local { ran, notice } => {
+                self.stats.count(Event::LocalCompile);
+                (ran, notice)
+            }
+            Compiled::Remote(ran) => (ran, None),
+        };
+        let with_notice = |stderr: Vec<u8>| match &notice {
+            Some(n) => [n.as_bytes(), &stderr].concat(),
+            None => stderr,
+        };
         if ran.exit_code != 0 {
             self.stats.count(Event::CompileFailed);
-            return self.replay(&req, &job, ran.exit_code, ran.stdout, ran.stderr);
+            return self.replay(
+                &req,
+                &job,
+                ran.exit_code,
+                ran.stdout,
+                with_notice(ran.stderr),
+            );
         }
         if input_changed(&input_path, input_before) {
             // Edited while we compiled: the object may not match the text the key was made
             // from. Reply with it, but never store it.
             debug!("input modified during the compile; not stored");
             self.stats.count(Event::Uncacheable("modified_input_file"));
-            return self.replay(&req, &job, 0, ran.stdout, ran.stderr);
+            return self.replay(&req, &job, 0, ran.stdout, with_notice(ran.stderr));
         }
         match read_outputs(&cwd, &job) {
             Ok(outputs) => {
@@ -245,7 +347,7 @@ impl Pipeline {
                             warn!("cannot store in the cache: {e}");
                             self.stats.count(Event::Error("cache_write"));
                         }
-                        self.replay(&req, &job, 0, entry.stdout, entry.stderr)
+                        self.replay(&req, &job, 0, entry.stdout, with_notice(entry.stderr))
                     }
                     Err(e) => {
                         warn!("cache task failed: {e}");
@@ -259,7 +361,101 @@ impl Pipeline {
             Err(e) => {
                 warn!("compile succeeded but its outputs are unreadable: {e}");
                 self.stats.count(Event::Error("output_missing"));
-                self.replay(&req, &job, 0, ran.stdout, ran.stderr)
+                self.replay(&req, &job, 0, ran.stdout, with_notice(ran.stderr))
+            }
+        }
+    }
+
+    /// Runs the compile here as given (colour forced, stripped on replay as wanted).
+    async fn compile_here(&self, req: &CompileRequest, job: &CompileJob) -> std::io::Result<Ran> {
+        let mut compile_args = req.args.clone();
+        if !job.records_command_line {
+            compile_args.push(color::FORCE_COLOR_FLAG.to_string());
+        }
+        run(req, &req.compiler, &compile_args).await
+    }
+
+    /// Sends a cache miss through the mesh: a local slot if one is idle, else a worker, else
+    /// the local fallback under the policy. A remote object is written in place here.
+    async fn dispatch(
+        &self,
+        remote: &Client,
+        spec: &RemoteJob,
+        req: &CompileRequest,
+        job: &CompileJob,
+        cpp_stderr: &[u8],
+    ) -> Result<Compiled, Reply> {
+        let here = |notice| async move {
+            match self.compile_here(req, job).await {
+                Ok(ran) => Ok(Compiled::Local { ran, notice }),
+                Err(e) => Err(self.cannot_run(req, e)),
+            }
+        };
+        match remote.dispatch(spec).await {
+            Outcome::LocalSlot(slot) => {
+                debug!("compiling on a local slot");
+                let r = here(None).await;
+                drop(slot);
+                r
+            }
+            Outcome::Fallback { reason, warn } => {
+                self.stats.count(Event::LocalFallback(reason.key()));
+                tracing::warn!(
+                    reason = reason.key(),
+                    "no worker could take the job; compiling locally (local fallback)"
+                );
+                here(warn.then(|| {
+                    format!(
+                        "meshcc: warning: compiled locally, no worker could take it ({}); MESHCC_FALLBACK=warn\n",
+                        reason.key()
+                    )
+                }))
+                .await
+            }
+            Outcome::Failed(reason) => {
+                self.stats.count(Event::LocalFallback(reason.key()));
+                tracing::warn!(
+                    reason = reason.key(),
+                    "no worker could take the job; failing (MESHCC_FALLBACK=fail)"
+                );
+                Err(Reply::Compiled {
+                    exit_code: 1,
+                    stdout: Vec::new(),
+                    stderr: format!(
+                        "meshcc: error: no worker could take the job ({}) and MESHCC_FALLBACK=fail forbids compiling locally\n",
+                        reason.key()
+                    )
+                    .into_bytes(),
+                })
+            }
+            Outcome::Remote {
+                worker,
+                attempt,
+                result,
+                output,
+            } => {
+                debug!(worker = %worker.short(), attempt, exit = result.exit_code, "compiled remotely");
+                self.stats.count(Event::RemoteCompile(&worker.short()));
+                let ran = Ran {
+                    exit_code: result.exit_code,
+                    stdout: result.stdout,
+                    // The preprocessor's own diagnostics (#warning) came from the local step.
+                    stderr: [cpp_stderr, &result.stderr].concat(),
+                };
+                if ran.exit_code == 0 {
+                    let entry = Entry {
+                        stdout: Vec::new(),
+                        stderr: Vec::new(),
+                        outputs: vec![(args::OutputKind::Primary, output)],
+                    };
+                    let cwd = PathBuf::from(&req.cwd);
+                    if let Err(e) = write_outputs(&cwd, job, &entry, req.umask) {
+                        warn!("cannot write the remote output: {e}");
+                        self.stats.count(Event::Error("output_write"));
+                        return here(None).await;
+                    }
+                }
+                Ok(Compiled::Remote(ran))
             }
         }
     }

@@ -96,8 +96,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         error!("the mesh endpoint cannot start, this node works alone: {e:#}");
         None
     });
+    let pipeline = Pipeline::new(store.clone(), stats.clone());
+    // The view shared by membership and the job side.
+    let handles = crate::mesh::view::ViewHandles::new();
+    if let Some(mesh) = &mesh {
+        let client = crate::remote::start(
+            mesh.clone(),
+            &handles,
+            &config.remote,
+            paths.runtime_dir.join("jobs"),
+            stats.clone(),
+            crate::remote::real_executor(),
+        );
+        let worker = client.worker().clone();
+        let search = config
+            .compiler_path
+            .clone()
+            .or_else(|| std::env::var("PATH").ok());
+        tokio::task::spawn_blocking(move || {
+            crate::remote::offer_path_compilers(
+                &worker,
+                search.as_deref().map(std::ffi::OsStr::new),
+            )
+        });
+        pipeline.set_remote(client);
+    }
     let node = Arc::new(Node {
-        pipeline: Pipeline::new(store.clone(), stats.clone()),
+        pipeline,
         stats: stats.clone(),
         store,
         uid,

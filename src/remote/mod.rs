@@ -5,5 +5,162 @@
 //! See `docs/architecture.md`, section "Distributed compilation".
 
 pub mod allow;
+pub mod client;
+pub mod coordinator;
 pub mod dispatch;
 pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use crate::compiler::args::CompilerFamily;
+use crate::compiler::toolchain::Toolchains;
+use crate::mesh::transport::{Mesh, Served};
+use crate::mesh::view::ViewHandles;
+use crate::node::stats::Stats;
+use client::Client;
+use coordinator::Coordinator;
+use dispatch::{FallbackPolicy, Policy, RetryLimit};
+use worker::{CompilerExecutor, Executor, Worker, WorkerSettings};
+
+/// The node's distributed-compilation settings, from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// Worker slots (`MESHCC_SLOTS`; default: the number of cores).
+    pub slots: Option<u32>,
+    /// Per-job timeout on the worker (`MESHCC_JOB_TIMEOUT`, seconds; default 600).
+    pub job_timeout: Duration,
+    /// The client's dispatch policy (`MESHCC_RETRY_LIMIT`, `MESHCC_FALLBACK`).
+    pub policy: Policy,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        Self {
+            slots: None,
+            job_timeout: Duration::from_secs(600),
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl RemoteSettings {
+    /// Reads the `MESHCC_*` variables; the error names the variable and what it expects.
+    pub fn resolve(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let d = Self::default();
+        let number = |name: &str| -> Result<Option<u64>, String> {
+            get(name)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| format!("{name} = {v:?}: expected a whole number"))
+                })
+                .transpose()
+        };
+        Ok(Self {
+            slots: number("MESHCC_SLOTS")?.map(|n| n.min(u64::from(u32::MAX)) as u32),
+            job_timeout: number("MESHCC_JOB_TIMEOUT")?.map_or(d.job_timeout, Duration::from_secs),
+            policy: Policy {
+                retry_limit: get("MESHCC_RETRY_LIMIT")
+                    .map(|v| v.parse::<RetryLimit>())
+                    .transpose()?
+                    .unwrap_or(d.policy.retry_limit),
+                fallback: get("MESHCC_FALLBACK")
+                    .map(|v| v.parse::<FallbackPolicy>())
+                    .transpose()?
+                    .unwrap_or(d.policy.fallback),
+            },
+        })
+    }
+}
+
+/// Compiler names a worker looks for on its `PATH` at start, to offer them to peers.
+const COMPILER_NAMES: &[&str] = &["cc", "c++", "gcc", "g++", "clang", "clang++"];
+
+/// Starts the node's worker, coordinator service and dispatch client on `mesh`, sharing
+/// `handles` with membership; `executor` runs the compiles.
+pub fn start(
+    mesh: Arc<Mesh>,
+    handles: &ViewHandles,
+    settings: &RemoteSettings,
+    scratch: std::path::PathBuf,
+    stats: Arc<Stats>,
+    executor: Arc<dyn Executor>,
+) -> Arc<Client> {
+    let mut ws = WorkerSettings::new(scratch);
+    if let Some(n) = settings.slots {
+        ws.slots = n;
+    }
+    ws.job_timeout = settings.job_timeout;
+    let worker = Worker::new(
+        ws,
+        executor,
+        handles.advert.clone(),
+        handles.view.subscribe(),
+        stats.clone(),
+    );
+    let coordinator = Coordinator::new(
+        mesh.id(),
+        handles.view.subscribe(),
+        handles.advert.subscribe(),
+    );
+    let service = {
+        let worker = worker.clone();
+        let coordinator = coordinator.clone();
+        Arc::new(
+            move |served: Served| -> crate::mesh::transport::ServiceFuture {
+                match served.request {
+                    crate::mesh::proto::Request::RunJob(_) => {
+                        Box::pin(worker.clone().serve(served))
+                    }
+                    _ => Box::pin(coordinator.clone().serve(served)),
+                }
+            },
+        )
+    };
+    mesh.set_service(service);
+    info!(slots = worker.slots_total(), "worker ready");
+    Client::new(
+        mesh,
+        handles.view.subscribe(),
+        worker,
+        coordinator,
+        settings.policy,
+        stats,
+    )
+}
+
+/// Finds the compilers on `path` and offers their toolchains through the worker (blocking:
+/// each is hashed). Entries that are meshcc itself are skipped.
+pub fn offer_path_compilers(worker: &Worker, path: Option<&std::ffi::OsStr>) {
+    let toolchains = Toolchains::new();
+    let me = std::env::current_exe().unwrap_or_default();
+    let cwd = std::path::PathBuf::from("/");
+    for name in COMPILER_NAMES {
+        let Ok(found) = crate::wrapper::locate::find_compiler(
+            std::ffi::OsStr::new(name),
+            path,
+            "PATH",
+            &cwd,
+            &me,
+        ) else {
+            continue;
+        };
+        match toolchains.identify(&found, CompilerFamily::from_name(name)) {
+            Ok(id) => {
+                debug!(compiler = %found.display(), "offering toolchain");
+                worker.add_toolchain(id, found);
+            }
+            Err(e) => debug!("{e}"),
+        }
+    }
+}
+
+/// The executor of a real node.
+pub fn real_executor() -> Arc<dyn Executor> {
+    Arc::new(CompilerExecutor)
+}
+
+#[cfg(test)]
+mod tests;

@@ -287,9 +287,7 @@ impl Worker {
     /// Admission: toolchain, allow-list, epoch, size, then a slot at once.
     fn admit(self: &Arc<Self>, h: &JobHeader) -> Result<(Slot, PathBuf), Reply> {
         let Some(compiler) = self.toolchain(&h.toolchain) else {
-            return Err(Reply::Refused(
-                "this worker does not have the job's toolchain".into(),
-            ));
+            return Err(Reply::NoToolchain);
         };
         if let Err(refusal) = allow::check(&h.args) {
             return Err(Reply::Refused(refusal.to_string()));

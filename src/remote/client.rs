@@ -1,0 +1,459 @@
+//! The client side of distributed compilation: carries out the [`Dispatch`] state machine's
+//! actions for one job — take a local slot, ask for candidates (the coordinator, else the same
+//! allocator on this node's own view), send the job to a worker, wait — and reports what came
+//! of it. The compile result is returned to the pipeline, which writes, caches and replays it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::Connection;
+use tokio::sync::watch;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::coordinator::{addrs_for, rand_seed, Allocation, Coordinator};
+use super::dispatch::{Action, Dispatch, Event, FallbackReason, NoCandidates, Policy};
+use super::worker::{Slot, Worker};
+use crate::compiler::args::{CompileMode, Language};
+use crate::compiler::toolchain::ToolchainId;
+use crate::mesh::alloc::{GrantId, Unavailable};
+use crate::mesh::election::MemberState;
+use crate::mesh::identity::NodeId;
+use crate::mesh::proto::{
+    self, AllocRequest, Candidate, JobHeader, JobResult, Limit, Reply, Request,
+};
+use crate::mesh::transport::Mesh;
+use crate::mesh::view::Snapshot;
+use crate::node::stats::{Event as Stat, Stats};
+
+/// How long to wait for the coordinator's answer before using this node's own view.
+const ALLOC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait before asking again when every worker is busy.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
+/// The longest a worker may take to answer a job (its own timeout is shorter).
+const JOB_REPLY_TIMEOUT: Duration = Duration::from_secs(660);
+
+/// One job to run remotely.
+#[derive(Debug, Clone)]
+pub struct RemoteJob {
+    /// The client's JobId.
+    pub job: u64,
+    /// The toolchain identity.
+    pub toolchain: ToolchainId,
+    /// The source language (the worker compiles its preprocessed form).
+    pub language: Language,
+    /// Object or assembly.
+    pub mode: CompileMode,
+    /// The remote compile's options.
+    pub args: Vec<String>,
+    /// Forwarded environment (locale, reproducibility).
+    pub env: Vec<(String, String)>,
+    /// The preprocessed input, zstd-compressed.
+    pub input: Vec<u8>,
+}
+
+/// What came of a job.
+pub enum Outcome {
+    /// A worker compiled it.
+    Remote {
+        /// The worker.
+        worker: NodeId,
+        /// Its attempt.
+        attempt: u32,
+        /// Exit code and diagnostics.
+        result: JobResult,
+        /// The output (uncompressed), empty when the compile failed.
+        output: Vec<u8>,
+    },
+    /// A local slot is free: compile here (by choice).
+    LocalSlot(Slot),
+    /// No worker could take it: compile here, counted; `warn` to tell the user.
+    Fallback {
+        /// Why.
+        reason: FallbackReason,
+        /// Policy `warn`.
+        warn: bool,
+    },
+    /// Policy `fail`: give up with the reason.
+    Failed(FallbackReason),
+}
+
+/// Where an allocation's grant lives, to release it.
+enum Grant {
+    Peer(NodeId, u64),
+    Here(GrantId),
+    Local(GrantId),
+}
+
+/// What one send to a worker came to.
+enum Sent {
+    Done(JobResult, Vec<u8>),
+    Busy,
+    Unusable(String),
+    Refused(String),
+    Lost(String),
+}
+
+/// A node's dispatch client.
+pub struct Client {
+    mesh: Arc<Mesh>,
+    view: watch::Receiver<Snapshot>,
+    worker: Arc<Worker>,
+    coordinator: Arc<Coordinator>,
+    policy: Policy,
+    local: Mutex<Allocation>,
+    stats: Arc<Stats>,
+}
+
+impl Client {
+    /// The client of the node with this mesh, view, worker and coordinator service.
+    pub fn new(
+        mesh: Arc<Mesh>,
+        view: watch::Receiver<Snapshot>,
+        worker: Arc<Worker>,
+        coordinator: Arc<Coordinator>,
+        policy: Policy,
+        stats: Arc<Stats>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            mesh,
+            view,
+            worker,
+            coordinator,
+            policy,
+            local: Mutex::new(Allocation::new(rand_seed())),
+            stats,
+        })
+    }
+
+    /// The node's worker (its local slots).
+    pub fn worker(&self) -> &Arc<Worker> {
+        &self.worker
+    }
+
+    /// Runs the dispatch of one job to its outcome.
+    pub async fn dispatch(&self, job: &RemoteJob) -> Outcome {
+        let local = self.worker.try_slot();
+        let (mut d, mut action) = Dispatch::start(self.policy, local.is_some());
+        let mut local = local;
+        let mut grant: Option<Grant> = None;
+        let mut hints: HashMap<NodeId, Vec<SocketAddr>> = HashMap::new();
+        loop {
+            action = match action {
+                Action::LocalSlot => match local.take() {
+                    Some(slot) => return Outcome::LocalSlot(slot),
+                    None => d.on(Event::NoCandidates(NoCandidates::AllBusy)),
+                },
+                Action::Allocate { attempt, exclude } => {
+                    self.release(grant.take()).await;
+                    let (event, g) = self.allocate(job, attempt, exclude, &mut hints).await;
+                    grant = g;
+                    d.on(event)
+                }
+                Action::Send { worker, attempt } => {
+                    let span = info_span!("send", worker = %worker.short(), attempt);
+                    let sent = self
+                        .send(job, worker, attempt, &hints)
+                        .instrument(span)
+                        .await;
+                    match sent {
+                        Sent::Done(result, output) => match d.on(Event::Done(worker, attempt)) {
+                            Action::Accept => {
+                                self.release(grant.take()).await;
+                                return Outcome::Remote {
+                                    worker,
+                                    attempt,
+                                    result,
+                                    output,
+                                };
+                            }
+                            other => other,
+                        },
+                        Sent::Busy => d.on(Event::Busy(worker)),
+                        Sent::Unusable(why) => {
+                            debug!(worker = %worker.short(), "worker unusable: {why}");
+                            d.on(Event::Unusable(worker))
+                        }
+                        Sent::Refused(why) => {
+                            warn!(worker = %worker.short(), "job refused: {why}");
+                            d.on(Event::Refused(worker))
+                        }
+                        Sent::Lost(why) => {
+                            warn!(worker = %worker.short(), attempt, "worker lost mid-job ({why}); running the job again elsewhere");
+                            let next = d.on(Event::Lost(worker, attempt));
+                            if matches!(next, Action::Allocate { .. }) {
+                                self.stats.count(Stat::Retry);
+                            }
+                            next
+                        }
+                    }
+                }
+                Action::Wait => {
+                    tokio::select! {
+                        slot = self.worker.slot() => match slot {
+                            Some(slot) => {
+                                self.release(grant.take()).await;
+                                return Outcome::LocalSlot(slot);
+                            }
+                            None => d.on(Event::Waited),
+                        },
+                        _ = tokio::time::sleep(BUSY_WAIT) => d.on(Event::Waited),
+                    }
+                }
+                Action::Fallback { reason, warn } => {
+                    self.release(grant.take()).await;
+                    return Outcome::Fallback { reason, warn };
+                }
+                Action::Fail(reason) => {
+                    self.release(grant.take()).await;
+                    return Outcome::Failed(reason);
+                }
+                // Results are matched as they arrive; nothing else is pending here.
+                Action::Accept | Action::Discard => d.on(Event::Waited),
+            };
+        }
+    }
+
+    /// Asks the coordinator (or, failing that, this node's own view) for candidates.
+    async fn allocate(
+        &self,
+        job: &RemoteJob,
+        attempt: u32,
+        mut exclude: Vec<NodeId>,
+        hints: &mut HashMap<NodeId, Vec<SocketAddr>>,
+    ) -> (Event, Option<Grant>) {
+        let me = self.mesh.id();
+        exclude.push(me);
+        let coordinator = self.view.borrow().coordinator;
+        let granted = match coordinator {
+            Some(c) if c.id == me => Some(
+                self.coordinator
+                    .allocate(me, job.toolchain, &exclude)
+                    .map(|g| (g.candidates, Grant::Here(g.grant))),
+            ),
+            Some(c) => self.ask(c.id, job, attempt, &exclude).await,
+            None => None,
+        };
+        let granted = match granted {
+            Some(Err(Unavailable::Fenced)) | None => {
+                let view = self.view.borrow().clone();
+                let result = self
+                    .local
+                    .lock()
+                    .map_err(|_| Unavailable::NoWorker)
+                    .and_then(|mut l| l.run(&view, None, me, job.toolchain, &exclude));
+                debug!(?result, "allocated from this node's view");
+                result.map(|g| (g.candidates, Grant::Local(g.grant)))
+            }
+            Some(other) => other,
+        };
+        match granted {
+            Ok((candidates, grant)) => {
+                let view = self.view.borrow().clone();
+                let ids = candidates
+                    .iter()
+                    .map(|c| {
+                        hints.insert(c.node_id, addrs_for(c, &view));
+                        c.node_id
+                    })
+                    .collect();
+                (Event::Candidates(ids), Some(grant))
+            }
+            Err(why) => (Event::NoCandidates(no_candidates(why)), None),
+        }
+    }
+
+    /// One allocation request to a remote coordinator; `None` when it cannot answer.
+    async fn ask(
+        &self,
+        coordinator: NodeId,
+        job: &RemoteJob,
+        attempt: u32,
+        exclude: &[NodeId],
+    ) -> Option<Result<(Vec<Candidate>, Grant), Unavailable>> {
+        let addrs = self
+            .view
+            .borrow()
+            .member(&coordinator)
+            .map(|m| m.addrs.clone())
+            .unwrap_or_default();
+        let conn = self.connection(coordinator, &addrs).await.ok()?;
+        let req = Request::Alloc(AllocRequest {
+            job: job.job,
+            attempt,
+            toolchain: job.toolchain,
+            exclude: exclude.to_vec(),
+        });
+        let reply = tokio::time::timeout(ALLOC_TIMEOUT, self.mesh.request(&conn, &req)).await;
+        match reply {
+            Ok(Ok(Reply::Allocated {
+                grant, candidates, ..
+            })) => Some(Ok((candidates, Grant::Peer(coordinator, grant)))),
+            Ok(Ok(Reply::Unavailable(why))) => Some(Err(why)),
+            Ok(other) => {
+                debug!(
+                    ?other,
+                    "the coordinator did not allocate; using this node's view"
+                );
+                None
+            }
+            Err(_) => {
+                debug!("the coordinator did not answer in time; using this node's view");
+                None
+            }
+        }
+    }
+
+    async fn release(&self, grant: Option<Grant>) {
+        match grant {
+            None => {}
+            Some(Grant::Here(g)) => self.coordinator.release(g),
+            Some(Grant::Local(g)) => {
+                if let Ok(mut l) = self.local.lock() {
+                    l.release(g);
+                }
+            }
+            Some(Grant::Peer(id, grant)) => {
+                // Best effort: the grant also ends with its expiry or our connection.
+                if let Some(conn) = self.mesh.connection(&id) {
+                    let mesh = self.mesh.clone();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            ALLOC_TIMEOUT,
+                            mesh.request(&conn, &Request::Release { grant }),
+                        )
+                        .await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// A live connection to `id`: the pooled one, or a dial to its address hints.
+    async fn connection(&self, id: NodeId, addrs: &[SocketAddr]) -> Result<Connection, String> {
+        if let Some(c) = self.mesh.connection(&id) {
+            return Ok(c);
+        }
+        let mut last = format!("no address known for {}", id.short());
+        for addr in addrs {
+            match self.mesh.connect(id, *addr).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends the job to one worker and waits for its answer, watching the connection and the
+    /// member's state.
+    async fn send(
+        &self,
+        job: &RemoteJob,
+        worker: NodeId,
+        attempt: u32,
+        hints: &HashMap<NodeId, Vec<SocketAddr>>,
+    ) -> Sent {
+        let addrs = hints.get(&worker).cloned().unwrap_or_default();
+        let conn = match self.connection(worker, &addrs).await {
+            Ok(c) => c,
+            Err(e) => return Sent::Unusable(e),
+        };
+        let header = JobHeader {
+            job: job.job,
+            attempt,
+            epoch: self.view.borrow().coordinator.map(|c| c.epoch),
+            toolchain: job.toolchain,
+            language: job.language,
+            mode: job.mode,
+            args: job.args.clone(),
+            env: job.env.clone(),
+            input_len: job.input.len() as u64,
+        };
+        let t = self.mesh.config().request_timeout;
+        let exchange = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            // If the worker refuses at once it stops reading: its reply says why.
+            let wrote = async {
+                proto::write_frame(&mut send, &Request::RunJob(header), t).await?;
+                proto::write_bulk(&mut send, &job.input, t).await?;
+                let _ = send.finish();
+                Ok::<_, proto::FrameError>(())
+            }
+            .await;
+            let reply: Reply = proto::read_frame(&mut recv, Limit::JobReply, JOB_REPLY_TIMEOUT)
+                .await
+                .map_err(|e| match &wrote {
+                    Err(w) => format!("{e} (after {w})"),
+                    Ok(()) => e.to_string(),
+                })?;
+            let output = match &reply {
+                Reply::JobDone(r) if r.output_len > 0 => {
+                    let mut out = Vec::with_capacity((r.output_len as usize).min(1 << 20));
+                    proto::read_bulk(&mut recv, r.output_len, t, |c| out.extend_from_slice(c))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out
+                }
+                _ => Vec::new(),
+            };
+            Ok::<_, String>((reply, output))
+        };
+        let down = self.member_down(worker);
+        let (reply, output) = tokio::select! {
+            r = exchange => match r {
+                Ok(x) => x,
+                Err(e) => return Sent::Lost(e),
+            },
+            _ = down => return Sent::Lost("the membership declared it down".into()),
+        };
+        match reply {
+            Reply::JobDone(result) => {
+                let output = if result.output_len > 0 {
+                    match zstd::stream::decode_all(&output[..]) {
+                        Ok(o) => o,
+                        Err(e) => return Sent::Lost(format!("undecodable output: {e}")),
+                    }
+                } else {
+                    output
+                };
+                Sent::Done(result, output)
+            }
+            Reply::Busy => Sent::Busy,
+            Reply::StaleEpoch { epoch } => {
+                Sent::Unusable(format!("it follows a newer coordinator (epoch {epoch})"))
+            }
+            Reply::NoToolchain => Sent::Unusable("it does not have the toolchain".into()),
+            Reply::Refused(why) => Sent::Refused(why),
+            Reply::Error(e) => Sent::Lost(e),
+            other => Sent::Lost(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// Resolves when the view says `worker` is down.
+    async fn member_down(&self, worker: NodeId) {
+        let mut view = self.view.clone();
+        loop {
+            let down = view
+                .borrow_and_update()
+                .member(&worker)
+                .is_some_and(|m| m.state == MemberState::Down);
+            if down {
+                return;
+            }
+            if view.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+fn no_candidates(why: Unavailable) -> NoCandidates {
+    match why {
+        Unavailable::AllBusy => NoCandidates::AllBusy,
+        Unavailable::NoWorker => NoCandidates::Fallback(FallbackReason::NoWorker),
+        Unavailable::NoToolchain => NoCandidates::Fallback(FallbackReason::NoToolchain),
+        Unavailable::AllExcluded => NoCandidates::Fallback(FallbackReason::AllFailed),
+        Unavailable::Fenced => NoCandidates::Fallback(FallbackReason::Fenced),
+    }
+}

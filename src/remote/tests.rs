@@ -1,0 +1,421 @@
+//! Worker, allocation and dispatch over real QUIC on loopback, with real gcc, and views built by
+//! hand (membership fills them in a daemon).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::client::{Client, Outcome, RemoteJob};
+use super::dispatch::{FallbackPolicy, FallbackReason, Policy, RetryLimit};
+use super::worker::{CompilerExecutor, ExecFuture, ExecJob, Executor};
+use super::RemoteSettings;
+use crate::compiler::args::{CompileMode, CompilerFamily, Language};
+use crate::compiler::toolchain::{ToolchainId, Toolchains};
+use crate::mesh::cluster::ClusterSecret;
+use crate::mesh::election::MemberState;
+use crate::mesh::identity::{NodeId, NodeKey};
+use crate::mesh::transport::{Mesh, TransportConfig};
+use crate::mesh::view::{Coordinator, Member, Snapshot, ViewHandles};
+use crate::node::stats::Stats;
+
+const GCC: &str = "/usr/bin/gcc";
+
+/// Runs gcc, but only once the test opens the gate (a job that stays running on demand).
+struct Gated {
+    gate: Arc<Notify>,
+    started: Arc<Notify>,
+}
+
+impl Executor for Gated {
+    fn run(&self, job: ExecJob) -> ExecFuture {
+        let gate = self.gate.clone();
+        let started = self.started.clone();
+        Box::pin(async move {
+            started.notify_one();
+            gate.notified().await;
+            crate::compiler::run(&job.compiler, &job.args, &job.dir, &job.env).await
+        })
+    }
+}
+
+struct Node {
+    mesh: Arc<Mesh>,
+    handles: ViewHandles,
+    client: Arc<Client>,
+    stats: Arc<Stats>,
+    _dir: tempfile::TempDir,
+}
+
+fn toolchain() -> ToolchainId {
+    Toolchains::new()
+        .identify(Path::new(GCC), CompilerFamily::Gcc)
+        .unwrap()
+}
+
+fn node(
+    secret: &ClusterSecret,
+    slots: u32,
+    policy: Policy,
+    executor: Arc<dyn Executor>,
+    with_gcc: bool,
+) -> Node {
+    let config = TransportConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        idle_timeout: Duration::from_millis(1500),
+        keep_alive: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let mesh = Mesh::bind(
+        config,
+        Arc::new(NodeKey::generate().unwrap()),
+        secret.clone(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stats = Arc::new(Stats::load(dir.path().join("stats.json")));
+    let handles = ViewHandles::new();
+    let settings = RemoteSettings {
+        slots: Some(slots),
+        policy,
+        ..RemoteSettings::default()
+    };
+    let client = super::start(
+        mesh.clone(),
+        &handles,
+        &settings,
+        dir.path().join("jobs"),
+        stats.clone(),
+        executor,
+    );
+    if with_gcc {
+        client
+            .worker()
+            .add_toolchain(toolchain(), PathBuf::from(GCC));
+    }
+    Node {
+        mesh,
+        handles,
+        client,
+        stats,
+        _dir: dir,
+    }
+}
+
+fn real() -> Arc<dyn Executor> {
+    Arc::new(CompilerExecutor)
+}
+
+/// Gives every node a view of all the others as alive, with their current adverts.
+fn connect_views(nodes: &[&Node], coordinator: Option<&Node>) {
+    for n in nodes {
+        let members = nodes
+            .iter()
+            .filter(|o| o.mesh.id() != n.mesh.id())
+            .map(|o| Member {
+                id: o.mesh.id(),
+                addrs: vec![o.mesh.local_addr().unwrap()],
+                state: MemberState::Alive,
+                advert: Some(o.handles.advert.borrow().clone()),
+                fence: 0,
+            })
+            .collect();
+        n.handles.view.send_replace(Snapshot {
+            members,
+            coordinator: coordinator.map(|c| Coordinator {
+                id: c.mesh.id(),
+                epoch: 1,
+            }),
+        });
+    }
+}
+
+const SOURCE: &str = "#include <stdio.h>\n#define TWICE(x) ((x) * 2)\nint twice(int v) { return TWICE(v); }\nint main(void) { printf(\"%d\\n\", twice(21)); return 0; }\n";
+
+/// Preprocesses `SOURCE` and compiles it locally: the job and the reference object.
+fn job_and_reference(dir: &Path, args: &[&str]) -> (RemoteJob, Vec<u8>) {
+    std::fs::write(dir.join("t.c"), SOURCE).unwrap();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(GCC)
+            .args(args)
+            .args(extra)
+            .current_dir(dir)
+            .env("PWD", dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let pre = run(&["-E", "t.c"]);
+    run(&["-c", "t.c", "-o", "ref.o"]);
+    let job = RemoteJob {
+        job: 0x1234,
+        toolchain: toolchain(),
+        language: Language::C,
+        mode: CompileMode::Object,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![("LC_ALL".into(), "C".into())],
+        input: zstd::bulk::compress(&pre, 1).unwrap(),
+    };
+    (job, std::fs::read(dir.join("ref.o")).unwrap())
+}
+
+fn remote(o: Outcome) -> (NodeId, u32, Vec<u8>) {
+    match o {
+        Outcome::Remote {
+            worker,
+            attempt,
+            result,
+            output,
+        } => {
+            assert_eq!(
+                result.exit_code,
+                0,
+                "{}",
+                String::from_utf8_lossy(&result.stderr)
+            );
+            (worker, attempt, output)
+        }
+        Outcome::LocalSlot(_) => panic!("went to a local slot"),
+        Outcome::Fallback { reason, .. } => panic!("fell back: {reason:?}"),
+        Outcome::Failed(reason) => panic!("failed: {reason:?}"),
+    }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn a_job_compiles_on_a_worker_byte_identical_to_a_local_compile() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let worker = node(&k, 2, Policy::default(), real(), true);
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let (job, reference) = job_and_reference(src.path(), &["-O2", "-g0", "-Wall"]);
+    let (w, attempt, object) = remote(client.client.dispatch(&job).await);
+    assert_eq!(w, worker.mesh.id());
+    assert_eq!(attempt, 1);
+    assert!(
+        object == reference,
+        "remote object differs from the local one"
+    );
+    assert_eq!(worker.stats.snapshot().served_jobs, 1);
+    // The worker's job directory is gone.
+    let jobs = worker._dir.path().join("jobs");
+    assert_eq!(std::fs::read_dir(&jobs).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn an_idle_local_slot_comes_first() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 1, Policy::default(), real(), true);
+    let worker = node(&k, 2, Policy::default(), real(), true);
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let (job, _) = job_and_reference(src.path(), &["-O2"]);
+    let slot = match client.client.dispatch(&job).await {
+        Outcome::LocalSlot(slot) => slot,
+        _ => panic!("expected the idle local slot"),
+    };
+    assert_eq!(client.handles.advert.borrow().slots_busy, 1);
+    // With the slot taken, the next job goes remote.
+    let (w, _, _) = remote(client.client.dispatch(&job).await);
+    assert_eq!(w, worker.mesh.id());
+    drop(slot);
+    assert_eq!(client.handles.advert.borrow().slots_busy, 0);
+}
+
+#[tokio::test]
+async fn the_worker_refuses_what_is_not_on_the_allow_list_and_nothing_runs() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let worker = node(&k, 2, Policy::default(), real(), true);
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let (mut job, _) = job_and_reference(src.path(), &["-O2"]);
+    for bad in [
+        "-fplugin=/tmp/x.so",
+        "-specs=/tmp/s",
+        "-B/tmp",
+        "-fdump-tree-all",
+        "-fprofile-generate",
+        "/etc/passwd",
+    ] {
+        job.args = vec!["-O2".into(), bad.into()];
+        match client.client.dispatch(&job).await {
+            Outcome::Fallback { reason, .. } => {
+                assert_eq!(reason, FallbackReason::Refused, "{bad}")
+            }
+            _ => panic!("{bad} was not refused"),
+        }
+    }
+    assert_eq!(worker.stats.snapshot().served_jobs, 0);
+}
+
+#[tokio::test]
+async fn a_worker_without_the_toolchain_is_skipped_and_busy_means_the_next_candidate() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let lacking = node(&k, 4, Policy::default(), real(), false);
+    let busy = node(&k, 1, Policy::default(), real(), true);
+    let free = node(&k, 1, Policy::default(), real(), true);
+    connect_views(&[&client, &lacking, &busy, &free], None);
+    // Stale gossip: the client believes every worker has gcc and is idle.
+    client.handles.view.send_modify(|v| {
+        for m in &mut v.members {
+            if let Some(a) = &mut m.advert {
+                a.toolchains = vec![toolchain()];
+                a.slots_busy = 0;
+            }
+        }
+    });
+    let _held = busy.client.worker().try_slot().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (job, reference) = job_and_reference(src.path(), &["-O1"]);
+    for _ in 0..4 {
+        let (w, _, object) = remote(client.client.dispatch(&job).await);
+        assert_eq!(
+            w,
+            free.mesh.id(),
+            "only the free worker with gcc can run it"
+        );
+        assert!(object == reference);
+    }
+    assert_eq!(lacking.stats.snapshot().served_jobs, 0);
+    assert_eq!(busy.stats.snapshot().served_jobs, 0);
+    assert_eq!(client.stats.snapshot().local_fallbacks, 0);
+}
+
+#[tokio::test]
+async fn a_worker_lost_mid_job_means_attempt_two_elsewhere() {
+    let k = ClusterSecret::generate().unwrap();
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let doomed = node(
+        &k,
+        2,
+        Policy::default(),
+        Arc::new(Gated {
+            gate: gate.clone(),
+            started: started.clone(),
+        }),
+        true,
+    );
+    connect_views(&[&client, &doomed], None);
+    let src = tempfile::tempdir().unwrap();
+    let (job, reference) = job_and_reference(src.path(), &["-O2", "-g0"]);
+    let c = client.client.clone();
+    let running = tokio::spawn(async move { c.dispatch(&job).await });
+    started.notified().await;
+    // A second worker appears in the view; the first dies with the job.
+    let rescue = node(&k, 2, Policy::default(), real(), true);
+    connect_views(&[&client, &doomed, &rescue], None);
+    doomed.mesh.close().await;
+    let (w, attempt, object) = remote(running.await.unwrap());
+    assert_eq!(w, rescue.mesh.id());
+    assert_eq!(attempt, 2);
+    assert!(object == reference);
+    assert_eq!(client.stats.snapshot().retries, 1);
+    assert_eq!(client.stats.snapshot().local_fallbacks, 0);
+}
+
+#[tokio::test]
+async fn a_dead_clients_slot_is_freed() {
+    let k = ClusterSecret::generate().unwrap();
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let worker = node(
+        &k,
+        1,
+        Policy::default(),
+        Arc::new(Gated {
+            gate,
+            started: started.clone(),
+        }),
+        true,
+    );
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let (job, _) = job_and_reference(src.path(), &["-O2"]);
+    let c = client.client.clone();
+    let running = tokio::spawn(async move { c.dispatch(&job).await });
+    started.notified().await;
+    assert_eq!(worker.handles.advert.borrow().slots_busy, 1);
+    running.abort();
+    client.mesh.close().await;
+    eventually("the slot is free again", || {
+        worker.handles.advert.borrow().slots_busy == 0
+    })
+    .await;
+    assert!(worker.client.worker().try_slot().is_some());
+}
+
+#[tokio::test]
+async fn the_coordinator_ranks_workers_and_counts_grants() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let coord = node(&k, 0, Policy::default(), real(), true);
+    let w1 = node(&k, 2, Policy::default(), real(), true);
+    let w2 = node(&k, 2, Policy::default(), real(), true);
+    connect_views(&[&client, &coord, &w1, &w2], Some(&coord));
+    let src = tempfile::tempdir().unwrap();
+    let (job, reference) = job_and_reference(src.path(), &["-O2"]);
+    let mut on = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let (w, _, object) = remote(client.client.dispatch(&job).await);
+        assert!(object == reference);
+        on.insert(w);
+    }
+    assert!(on.iter().all(|w| *w == w1.mesh.id() || *w == w2.mesh.id()));
+    // Grants are released when jobs end: all slots free again on the coordinator's books.
+    // (With the coordinator gone, the client allocates from its own view.)
+    coord.mesh.close().await;
+    let (w, _, _) = remote(client.client.dispatch(&job).await);
+    assert!(w == w1.mesh.id() || w == w2.mesh.id());
+}
+
+#[tokio::test]
+async fn no_worker_follows_the_fallback_policy() {
+    let k = ClusterSecret::generate().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let (job, _) = job_and_reference(src.path(), &["-O2"]);
+    for (fallback, want_fail) in [
+        (FallbackPolicy::Allow, false),
+        (FallbackPolicy::Warn, false),
+        (FallbackPolicy::Fail, true),
+    ] {
+        let policy = Policy {
+            retry_limit: RetryLimit(Some(1)),
+            fallback,
+        };
+        let lonely = node(&k, 0, policy, real(), true);
+        match lonely.client.dispatch(&job).await {
+            Outcome::Fallback { reason, warn } => {
+                assert!(!want_fail);
+                assert_eq!(reason, FallbackReason::NoWorker);
+                assert_eq!(warn, fallback == FallbackPolicy::Warn);
+            }
+            Outcome::Failed(reason) => {
+                assert!(want_fail);
+                assert_eq!(reason, FallbackReason::NoWorker);
+            }
+            _ => panic!("nothing to run on"),
+        }
+    }
+}
