@@ -264,8 +264,14 @@ impl Pipeline {
 
         debug!("cache miss");
         self.stats.count(Event::Miss);
-        let compiled = match remote {
-            Some(remote) => {
+        let idle = remote
+            .as_ref()
+            .and_then(|r| r.worker().try_slot().map(|slot| (r.clone(), slot)));
+        let compiled = match (remote, idle) {
+            (Some(remote), None) => {
+                let (input, remote_stderr, remote_args) = self
+                    .remote_input(&req, &job, family, source, &cpp_stderr, remote_args)
+                    .await;
                 let spec = RemoteJob {
                     job: job_id.0,
                     toolchain,
@@ -278,7 +284,7 @@ impl Pipeline {
                         .filter(|(k, _)| FORWARDED_ENV.contains(&k.as_str()))
                         .cloned()
                         .collect(),
-                    input: match zstd::bulk::compress(&source, 1) {
+                    input: match zstd::bulk::compress(&input, 1) {
                         Ok(c) => c,
                         Err(e) => {
                             warn!("cannot compress the input: {e}");
@@ -287,15 +293,20 @@ impl Pipeline {
                         }
                     },
                 };
-                drop(source);
-                match self.dispatch(&remote, &spec, &req, &job, &cpp_stderr).await {
+                drop(input);
+                match self
+                    .dispatch(&remote, &spec, &req, &job, &remote_stderr)
+                    .await
+                {
                     Ok(c) => c,
                     Err(reply) => return reply,
                 }
             }
-            None => {
+            (_, slot) => {
                 drop(source);
-                match self.compile_here(&req, &job).await {
+                let ran = self.compile_here(&req, &job).await;
+                drop(slot);
+                match ran {
                     Ok(ran) => Compiled::Local { ran, notice: None },
                     Err(e) => return self.cannot_run(&req, e),
                 }
@@ -364,6 +375,41 @@ impl Pipeline {
                 self.replay(&req, &job, 0, ran.stdout, with_notice(ran.stderr))
             }
         }
+    }
+
+    /// The text a worker compiles, the local preprocessor's diagnostics for it, and the remote
+    /// options. For gcc it is the `-fdirectives-only` output (macros expanded on the worker),
+    /// which keeps diagnostics' columns and the debug line tables identical to a local compile
+    /// (research/wrapper.md §4.2); otherwise, or if that run fails, the fully preprocessed
+    /// text the key was made from.
+    async fn remote_input(
+        &self,
+        req: &CompileRequest,
+        job: &CompileJob,
+        family: CompilerFamily,
+        source: Vec<u8>,
+        cpp_stderr: &[u8],
+        mut remote_args: Vec<String>,
+    ) -> (Vec<u8>, Vec<u8>, Vec<String>) {
+        // -fdirectives-only refuses -Wunused-macros and is unreliable with -pedantic
+        // (icecream and sccache avoid it there too).
+        let directives_only = family == CompilerFamily::Gcc
+            && job.language.needs_preprocessing()
+            && !remote_args.iter().any(|a| {
+                a == "-Wunused-macros" || a.starts_with("-pedantic") || a == "-traditional"
+            });
+        if directives_only {
+            let mut args = job.preprocess_args.clone();
+            args.push("-fdirectives-only".to_string());
+            match run(req, &req.compiler, &args).await {
+                Ok(ran) if ran.exit_code == 0 => {
+                    remote_args.push("-fdirectives-only".to_string());
+                    return (ran.stdout, ran.stderr, remote_args);
+                }
+                _ => debug!("-fdirectives-only preprocessing failed; sending the full -E text"),
+            }
+        }
+        (source, cpp_stderr.to_vec(), remote_args)
     }
 
     /// Runs the compile here as given (colour forced, stripped on replay as wanted).
@@ -436,6 +482,13 @@ impl Pipeline {
             } => {
                 debug!(worker = %worker.short(), attempt, exit = result.exit_code, "compiled remotely");
                 self.stats.count(Event::RemoteCompile(&worker.short()));
+                if !result.stderr.is_empty() {
+                    // Caret lines need the sources, which the worker does not have: the
+                    // local compiler gives the exact diagnostics (icecream does the same).
+                    debug!("the remote compile printed diagnostics; compiling here for exact ones");
+                    self.stats.count(Event::DiagnosticsRerun);
+                    return here(None).await;
+                }
                 let ran = Ran {
                     exit_code: result.exit_code,
                     stdout: result.stdout,

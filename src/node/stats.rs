@@ -41,6 +41,9 @@ pub struct StatsSnapshot {
     pub not_distributable: BTreeMap<String, u64>,
     /// Compiles this node's worker ran for peers.
     pub served_jobs: u64,
+    /// Remote compiles that printed diagnostics and were compiled again here, so that the
+    /// diagnostics are exactly the local compiler's (caret lines need the sources).
+    pub diagnostics_reruns: u64,
     /// Errors by reason (cache read/write, corrupt entries, toolchain, daemon unreachable, …).
     pub errors: BTreeMap<String, u64>,
     /// Entries in the local cache (filled when reported).
@@ -87,6 +90,8 @@ pub enum Event<'a> {
     NotDistributable(&'a str),
     /// A compile run by this node's worker for a peer.
     ServedJob,
+    /// A remote compile with diagnostics, compiled again here for exact diagnostics.
+    DiagnosticsRerun,
 }
 
 /// Live counters shared by the daemon's tasks.
@@ -141,6 +146,7 @@ impl Stats {
             }
             Event::NotDistributable(r) => bump(&mut c.not_distributable, r),
             Event::ServedJob => c.served_jobs += 1,
+            Event::DiagnosticsRerun => c.diagnostics_reruns += 1,
         }
         self.dirty.store(true, Ordering::Relaxed);
     }
@@ -239,6 +245,9 @@ impl StatsSnapshot {
             for (reason, n) in &self.not_distributable {
                 let _ = writeln!(s, "  {reason:<26}{n}");
             }
+        }
+        if self.diagnostics_reruns > 0 {
+            let _ = writeln!(s, "Rerun for diagnostics:{}", self.diagnostics_reruns);
         }
         let _ = writeln!(s, "Jobs run for peers:   {}", self.served_jobs);
         let _ = writeln!(s, "Failed compiles:      {}", self.compile_failed);
