@@ -177,6 +177,15 @@ impl Pipeline {
                 self.stats.count(Event::NotDistributable(why.reason()));
                 None
             }
+            // The dependency file of an already preprocessed input comes only from its compile.
+            (Some(_), Ok(()))
+                if !job.language.needs_preprocessing() && !job.dependency_args.is_empty() =>
+            {
+                self.stats.count(Event::NotDistributable(
+                    "dependency_file_of_preprocessed_input",
+                ));
+                None
+            }
             (Some(_), Ok(())) if preprocessed_language(job.language).is_none() => {
                 self.stats
                     .count(Event::NotDistributable("local_only_language"));

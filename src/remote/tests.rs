@@ -367,6 +367,36 @@ async fn a_dead_clients_slot_is_freed() {
 }
 
 #[tokio::test]
+async fn a_job_given_up_by_its_client_frees_its_slot() {
+    let k = ClusterSecret::generate().unwrap();
+    let started = Arc::new(Notify::new());
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let worker = node(
+        &k,
+        1,
+        Policy::default(),
+        Arc::new(Gated {
+            gate: Arc::new(Notify::new()),
+            started: started.clone(),
+        }),
+        true,
+    );
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let (job, _) = job_and_reference(src.path(), &["-O2"]);
+    let c = client.client.clone();
+    let running = tokio::spawn(async move { c.dispatch(&job).await });
+    started.notified().await;
+    // The wrapper went away: the job's stream is dropped, the connection stays.
+    running.abort();
+    eventually("the slot is free again", || {
+        worker.handles.advert.borrow().slots_busy == 0
+    })
+    .await;
+    assert!(client.mesh.connection(&worker.mesh.id()).is_some());
+}
+
+#[tokio::test]
 async fn the_coordinator_ranks_workers_and_counts_grants() {
     let k = ClusterSecret::generate().unwrap();
     let client = node(&k, 0, Policy::default(), real(), true);

@@ -253,6 +253,7 @@ impl Worker {
                 Err(reply) => (reply, Vec::new()),
                 Ok((slot, compiler)) => {
                     let run = self.run(&header, compiler, &mut recv);
+                    let abandoned = send.stopped();
                     tokio::select! {
                         r = run => {
                             drop(slot);
@@ -260,6 +261,10 @@ impl Worker {
                         }
                         _ = conn.closed() => {
                             debug!("client connection closed; job abandoned, slot freed");
+                            return;
+                        }
+                        _ = abandoned => {
+                            debug!("the client gave the job up; slot freed");
                             return;
                         }
                     }
