@@ -1,3 +1,6 @@
+//! A node's pipeline with the mesh (two in-process nodes on loopback, real gcc, the view given
+//! by hand): what goes remote and what never does, the fallback policy, and fidelity.
+//!
 //! Remote compiles are what the local compiler would have written: the Lua sources compiled
 //! through a node's pipeline on a worker (two in-process nodes on loopback, real gcc, the view
 //! given by hand), compared with direct gcc: `-g0` objects and dependency files byte for byte;
@@ -36,6 +39,16 @@ struct Node {
 }
 
 fn node(secret: &ClusterSecret, slots: u32) -> Node {
+    node_with(
+        secret,
+        RemoteSettings {
+            slots: Some(slots),
+            ..RemoteSettings::default()
+        },
+    )
+}
+
+fn node_with(secret: &ClusterSecret, settings: RemoteSettings) -> Node {
     let config = TransportConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..TransportConfig::default()
@@ -52,10 +65,7 @@ fn node(secret: &ClusterSecret, slots: u32) -> Node {
     let client = meshcc::remote::start(
         mesh.clone(),
         &handles,
-        &RemoteSettings {
-            slots: Some(slots),
-            ..RemoteSettings::default()
-        },
+        &settings,
         dir.path().join("jobs"),
         stats.clone(),
         meshcc::remote::real_executor(),
@@ -75,8 +85,18 @@ fn node(secret: &ClusterSecret, slots: u32) -> Node {
 
 /// A client node with no slots of its own whose view holds one worker, and its pipeline.
 fn pair() -> (Node, Node, Pipeline) {
+    pair_with(RemoteSettings::default())
+}
+
+fn pair_with(settings: RemoteSettings) -> (Node, Node, Pipeline) {
     let k = ClusterSecret::generate().unwrap();
-    let client = node(&k, 0);
+    let client = node_with(
+        &k,
+        RemoteSettings {
+            slots: Some(0),
+            ..settings
+        },
+    );
     let worker = node(&k, 2);
     client.handles.view.send_replace(Snapshot {
         members: vec![Member {
@@ -304,4 +324,94 @@ fn warnings_carry_the_same_messages_and_locations() {
         String::from_utf8_lossy(&want),
         "diagnostics differ"
     );
+}
+
+#[test]
+fn options_that_need_this_machine_never_run_remotely() {
+    let rt = runtime();
+    let (client, worker, pipeline) = {
+        let _g = rt.enter();
+        pair()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.c"), "int a(int x) { return x + 1; }\n").unwrap();
+    let local_only: &[&[&str]] = &[
+        &["-march=native"],
+        &["-fprofile-arcs"],
+        &["-ftest-coverage"],
+        &["-gsplit-dwarf", "-g"],
+        &["-fstack-usage"],
+        &["-fsyntax-only"],
+        &["-fplugin=/nonexistent.so"],
+        &["-specs=/nonexistent"],
+        &["-B/nonexistent"],
+        &["-wrapper", "/bin/true"],
+        &["-fdump-tree-all"],
+        &["-save-temps"],
+    ];
+    for extra in local_only {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        args.extend(["-O2", "-c", "a.c", "-o", "a.o"].map(String::from));
+        if extra.contains(&"-fsyntax-only") {
+            args.truncate(args.len() - 2);
+        }
+        // Whatever gcc makes of it, it happens here.
+        rt.block_on(pipeline.compile(request(dir.path(), &args)));
+    }
+    let s = client.stats.snapshot();
+    assert_eq!(s.remote_compiles, 0, "{s:?}");
+    assert_eq!(s.local_fallbacks, 0, "{s:?}");
+    assert_eq!(worker.stats.snapshot().served_jobs, 0);
+    assert!(
+        s.not_distributable.values().sum::<u64>() >= 5,
+        "cacheable but local-only compiles are counted by reason: {s:?}"
+    );
+}
+
+#[test]
+fn with_no_worker_the_fallback_policy_decides_and_counts() {
+    use meshcc::remote::dispatch::{FallbackPolicy, Policy, RetryLimit};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.c"), "int a(int x) { return x + 1; }\n").unwrap();
+    let args: Vec<String> = ["-O2", "-c", "a.c", "-o", "a.o"].map(String::from).to_vec();
+    for (fallback, want_code, want_note) in [
+        (FallbackPolicy::Allow, 0, None),
+        (
+            FallbackPolicy::Warn,
+            0,
+            Some("meshcc: warning: compiled locally"),
+        ),
+        (FallbackPolicy::Fail, 1, Some("MESHCC_FALLBACK=fail")),
+    ] {
+        let rt = runtime();
+        let (client, _worker, pipeline) = {
+            let _g = rt.enter();
+            pair_with(RemoteSettings {
+                policy: Policy {
+                    retry_limit: RetryLimit(Some(3)),
+                    fallback,
+                },
+                ..RemoteSettings::default()
+            })
+        };
+        // The view is empty: no worker at all.
+        client.handles.view.send_replace(Snapshot::default());
+        let _ = std::fs::remove_file(dir.path().join("a.o"));
+        let (code, stderr) = compile(&pipeline, &rt, dir.path(), &args);
+        let stderr = String::from_utf8_lossy(&stderr);
+        assert_eq!(code, want_code, "{fallback:?}: {stderr}");
+        match want_note {
+            Some(n) => assert!(stderr.contains(n), "{fallback:?}: {stderr}"),
+            None => assert!(stderr.is_empty(), "{fallback:?}: {stderr}"),
+        }
+        assert_eq!(dir.path().join("a.o").exists(), want_code == 0);
+        let s = client.stats.snapshot();
+        assert_eq!(s.local_fallbacks, 1, "{s:?}");
+        assert_eq!(s.local_fallback_reasons.get("no_worker"), Some(&1));
+        if want_code == 0 {
+            // The local result is cached; the notice was not.
+            let (code, stderr) = compile(&pipeline, &rt, dir.path(), &args);
+            assert_eq!((code, stderr.is_empty()), (0, true));
+        }
+    }
 }
