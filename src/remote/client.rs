@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use quinn::Connection;
 use tokio::sync::watch;
@@ -29,6 +29,11 @@ use crate::node::stats::{Event as Stat, Stats};
 
 /// How long to wait for the coordinator's answer before using this node's own view.
 const ALLOC_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a dial to a worker or the coordinator may take (a LAN handshake takes milliseconds).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a worker or coordinator that failed one job is avoided by the others, so that one
+/// job finds a dead node for all of them (membership prunes it soon after).
+const AVOID_FOR: Duration = Duration::from_secs(5);
 /// How long to wait before asking again when every worker is busy.
 const BUSY_WAIT: Duration = Duration::from_millis(50);
 /// The longest a worker may take to answer a job (its own timeout is shorter).
@@ -104,6 +109,8 @@ pub struct Client {
     policy: Policy,
     local: Mutex<Allocation>,
     stats: Arc<Stats>,
+    /// Nodes that failed a job lately, and until when they are avoided.
+    avoid: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Client {
@@ -124,6 +131,7 @@ impl Client {
             policy,
             local: Mutex::new(Allocation::new(rand_seed())),
             stats,
+            avoid: Mutex::new(HashMap::new()),
         })
     }
 
@@ -180,6 +188,7 @@ impl Client {
                             d.on(Event::Refused(worker))
                         }
                         Sent::Lost(why) => {
+                            self.avoid(worker);
                             warn!(worker = %worker.short(), attempt, "worker lost mid-job ({why}); running the job again elsewhere");
                             let next = d.on(Event::Lost(worker, attempt));
                             if matches!(next, Action::Allocate { .. }) {
@@ -215,8 +224,50 @@ impl Client {
         }
     }
 
-    /// Asks the coordinator (or, failing that, this node's own view) for candidates.
+    fn avoid(&self, node: NodeId) {
+        if let Ok(mut a) = self.avoid.lock() {
+            a.insert(node, Instant::now() + AVOID_FOR);
+        }
+    }
+
+    fn avoided(&self, node: &NodeId) -> bool {
+        self.avoid
+            .lock()
+            .is_ok_and(|a| a.get(node).is_some_and(|until| *until > Instant::now()))
+    }
+
+    /// Asks for candidates, first without the nodes other jobs found failing lately; if that
+    /// leaves nothing, with them (they may be back).
     async fn allocate(
+        &self,
+        job: &RemoteJob,
+        attempt: u32,
+        exclude: Vec<NodeId>,
+        hints: &mut HashMap<NodeId, Vec<SocketAddr>>,
+    ) -> (Event, Option<Grant>) {
+        let mut wider = exclude.clone();
+        if let Ok(mut a) = self.avoid.lock() {
+            let now = Instant::now();
+            a.retain(|_, until| *until > now);
+            wider.extend(a.keys().filter(|id| !exclude.contains(id)));
+        }
+        if wider.len() > exclude.len() {
+            let (event, grant) = self.allocate_once(job, attempt, wider, hints).await;
+            let emptied = matches!(
+                event,
+                Event::NoCandidates(NoCandidates::Fallback(
+                    FallbackReason::AllFailed | FallbackReason::NoWorker
+                ))
+            );
+            if !emptied {
+                return (event, grant);
+            }
+        }
+        self.allocate_once(job, attempt, exclude, hints).await
+    }
+
+    /// Asks the coordinator (or, failing that, this node's own view) for candidates.
+    async fn allocate_once(
         &self,
         job: &RemoteJob,
         attempt: u32,
@@ -232,7 +283,18 @@ impl Client {
                     .allocate(me, job.toolchain, &exclude)
                     .map(|g| (g.candidates, Grant::Here(g.grant))),
             ),
-            Some(c) => self.ask(c.id, job, attempt, &exclude).await,
+            Some(c) if self.avoided(&c.id) => None,
+            Some(c) => {
+                let asked =
+                    tokio::time::timeout(ALLOC_TIMEOUT, self.ask(c.id, job, attempt, &exclude))
+                        .await
+                        .ok()
+                        .flatten();
+                if asked.is_none() {
+                    self.avoid(c.id);
+                }
+                asked
+            }
             None => None,
         };
         let granted = match granted {
@@ -285,21 +347,16 @@ impl Client {
             toolchain: job.toolchain,
             exclude: exclude.to_vec(),
         });
-        let reply = tokio::time::timeout(ALLOC_TIMEOUT, self.mesh.request(&conn, &req)).await;
-        match reply {
-            Ok(Ok(Reply::Allocated {
+        match self.mesh.request(&conn, &req).await {
+            Ok(Reply::Allocated {
                 grant, candidates, ..
-            })) => Some(Ok((candidates, Grant::Peer(coordinator, grant)))),
-            Ok(Ok(Reply::Unavailable(why))) => Some(Err(why)),
-            Ok(other) => {
+            }) => Some(Ok((candidates, Grant::Peer(coordinator, grant)))),
+            Ok(Reply::Unavailable(why)) => Some(Err(why)),
+            other => {
                 debug!(
                     ?other,
                     "the coordinator did not allocate; using this node's view"
                 );
-                None
-            }
-            Err(_) => {
-                debug!("the coordinator did not answer in time; using this node's view");
                 None
             }
         }
@@ -337,9 +394,10 @@ impl Client {
         }
         let mut last = format!("no address known for {}", id.short());
         for addr in addrs {
-            match self.mesh.connect(id, *addr).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = e.to_string(),
+            match tokio::time::timeout(DIAL_TIMEOUT, self.mesh.connect(id, *addr)).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = format!("no answer from {addr} within {DIAL_TIMEOUT:?}"),
             }
         }
         Err(last)
@@ -357,7 +415,10 @@ impl Client {
         let addrs = hints.get(&worker).cloned().unwrap_or_default();
         let conn = match self.connection(worker, &addrs).await {
             Ok(c) => c,
-            Err(e) => return Sent::Unusable(e),
+            Err(e) => {
+                self.avoid(worker);
+                return Sent::Unusable(e);
+            }
         };
         let header = JobHeader {
             job: job.job,

@@ -335,6 +335,39 @@ async fn a_worker_lost_mid_job_means_attempt_two_elsewhere() {
 }
 
 #[tokio::test]
+async fn workers_killed_before_the_build_cost_no_local_fallback() {
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), true);
+    let dead1 = node(&k, 4, Policy::default(), real(), true);
+    let dead2 = node(&k, 4, Policy::default(), real(), true);
+    let alive = node(&k, 1, Policy::default(), real(), true);
+    connect_views(&[&client, &dead1, &dead2, &alive], None);
+    // One connection to a dead worker is pooled (its death not yet noticed), one is not.
+    client
+        .mesh
+        .connect(dead1.mesh.id(), dead1.mesh.local_addr().unwrap())
+        .await
+        .unwrap();
+    dead1.mesh.close().await;
+    dead2.mesh.close().await;
+    let src = tempfile::tempdir().unwrap();
+    let (job, reference) = job_and_reference(src.path(), &["-O2"]);
+    let jobs: Vec<_> = (0..4)
+        .map(|_| {
+            let c = client.client.clone();
+            let job = job.clone();
+            tokio::spawn(async move { c.dispatch(&job).await })
+        })
+        .collect();
+    for j in jobs {
+        let (w, _, object) = remote(j.await.unwrap());
+        assert_eq!(w, alive.mesh.id());
+        assert!(object == reference);
+    }
+    assert_eq!(client.stats.snapshot().local_fallbacks, 0);
+}
+
+#[tokio::test]
 async fn a_dead_clients_slot_is_freed() {
     let k = ClusterSecret::generate().unwrap();
     let gate = Arc::new(Notify::new());
