@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod commands;
 pub mod election;
 pub mod identity;
+pub mod membership;
 pub mod proto;
 pub mod tls;
 pub mod transport;
@@ -25,7 +26,9 @@ use serde::Deserialize;
 use crate::config::{ensure_private_dir, Config};
 use cluster::ClusterSecret;
 use identity::{NodeId, NodeKey};
+use membership::Membership;
 use transport::{Mesh, TransportConfig, DEFAULT_PORT};
+use view::ViewHandles;
 
 /// The `[mesh]` section of `config.toml`, all fields optional.
 #[derive(Debug, Default, Deserialize)]
@@ -112,9 +115,45 @@ pub fn load_secret(config: &Config) -> anyhow::Result<Option<ClusterSecret>> {
     )?)
 }
 
-/// Starts the daemon's mesh endpoint when a cluster secret is configured, and dials the seeds
-/// in the background. `Ok(None)`: no cluster, no port opened.
-pub async fn start(config: &Config) -> anyhow::Result<Option<Arc<Mesh>>> {
+/// The file holding this node's start counter (see [`membership::identity::Ident`]).
+pub const BOOT_FILE: &str = "boot";
+
+/// Reads, bumps and stores the start counter in `data_dir/boot`; an unreadable file counts as
+/// 0, so the worst case is a counter that starts again at 1.
+fn next_boot(config: &Config) -> u64 {
+    let path = config.paths.data_dir.join(BOOT_FILE);
+    let last: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let boot = last.saturating_add(1);
+    if let Err(e) = std::fs::write(&path, format!("{boot}\n")) {
+        tracing::warn!("cannot store the start counter in {}: {e}", path.display());
+    }
+    boot
+}
+
+/// A node's running mesh: the endpoint and the membership layer on it.
+#[derive(Debug)]
+pub struct Started {
+    /// The QUIC endpoint and peer table.
+    pub mesh: Arc<Mesh>,
+    /// Gossip membership, election and the view.
+    pub membership: Membership,
+}
+
+impl Started {
+    /// Graceful stop: leave the membership (a coordinator hands over), then close the endpoint.
+    pub async fn close(&self) {
+        self.membership.leave().await;
+        self.mesh.close().await;
+    }
+}
+
+/// Starts the daemon's mesh endpoint and membership when a cluster secret is configured:
+/// membership publishes into `views`, and the seeds are announced to. `Ok(None)`: no cluster,
+/// no port opened.
+pub async fn start(config: &Config, views: &ViewHandles) -> anyhow::Result<Option<Started>> {
     let Some(secret) = load_secret(config)? else {
         tracing::info!(
             "no cluster configured (`meshcc init` or `meshcc join`): no network port opened"
@@ -123,35 +162,45 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<Arc<Mesh>>> {
     };
     let key = Arc::new(load_node_key(config)?);
     let mesh = Mesh::bind(config.mesh.transport(), key, secret)?;
+    let boot = next_boot(config);
+    let joined = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let settings = membership::core::Settings {
+        seed: u64::from_le_bytes(mesh.id().0[..8].try_into().unwrap_or_default()) ^ boot,
+        ..Default::default()
+    };
+    let (suggest, suggestions) = tokio::sync::mpsc::channel(256);
+    let membership = Membership::start(
+        mesh.clone(),
+        views.clone(),
+        settings,
+        membership::Start { boot, joined },
+        suggestions,
+    );
     let seeds = cluster::load_seeds(&config.paths.data_dir.join(cluster::SEEDS_FILE));
-    for seed in seeds {
-        if seed.node_id == mesh.id() {
-            continue;
-        }
-        let mesh = mesh.clone();
-        tokio::spawn(async move {
-            let addrs = match tokio::task::spawn_blocking({
+    let me = mesh.id();
+    tokio::spawn(async move {
+        for seed in seeds.into_iter().filter(|s| s.node_id != me) {
+            let resolved = tokio::task::spawn_blocking({
                 let seed = seed.clone();
                 move || seed.resolve()
             })
-            .await
-            {
-                Ok(Ok(a)) => a,
-                _ => {
-                    tracing::warn!("cannot resolve seed {seed}");
-                    return;
-                }
+            .await;
+            let Ok(Ok(addrs)) = resolved else {
+                tracing::warn!("cannot resolve seed {seed}");
+                continue;
             };
             for addr in addrs {
-                match mesh.connect(seed.node_id, addr).await {
-                    Ok(_) => {
-                        tracing::info!(peer = %seed.node_id.short(), %addr, "connected to seed");
-                        return;
-                    }
-                    Err(e) => tracing::warn!("seed {seed}: {e}"),
+                let s = membership::Suggestion {
+                    id: seed.node_id,
+                    addr,
+                };
+                if suggest.send(s).await.is_err() {
+                    return;
                 }
             }
-        });
-    }
-    Ok(Some(mesh))
+        }
+    });
+    Ok(Some(Started { mesh, membership }))
 }

@@ -295,7 +295,8 @@ async fn no_secret_no_port() {
         _ => None,
     };
     let config = crate::config::Config::load_from(&get, nix::unistd::getuid().as_raw()).unwrap();
-    assert!(super::start(&config).await.unwrap().is_none());
+    let views = super::view::ViewHandles::new();
+    assert!(super::start(&config, &views).await.unwrap().is_none());
     ClusterSecret::generate()
         .unwrap()
         .store(
@@ -303,12 +304,15 @@ async fn no_secret_no_port() {
             false,
         )
         .unwrap();
-    let mesh = super::start(&config)
+    let started = super::start(&config, &views)
         .await
         .unwrap()
         .expect("a mesh with a secret");
-    assert!(mesh.local_addr().unwrap().ip().is_loopback());
-    mesh.close().await;
+    assert!(started.mesh.local_addr().unwrap().ip().is_loopback());
+    started.close().await;
+    // Each start bumps the persisted start counter.
+    let boot = std::fs::read_to_string(config.paths.data_dir.join(super::BOOT_FILE)).unwrap();
+    assert_eq!(boot.trim(), "1");
 }
 
 #[test]
@@ -334,4 +338,110 @@ fn settings_from_env_and_file() {
     assert!(MeshSettings::resolve(&|_| None, file)
         .unwrap_err()
         .contains("mesh.deny"));
+}
+
+/// Membership over real QUIC datagrams: three nodes joined through one seed see each other,
+/// agree on a coordinator, learn an advert change, and see a graceful leave.
+#[tokio::test]
+async fn membership_over_quic_datagrams() {
+    use super::membership::{core::Settings, Membership, Start, Suggestion};
+    use super::view::{Advert, ViewHandles};
+    let k = ClusterSecret::generate().unwrap();
+    let nodes: Vec<_> = (0..3)
+        .map(|i| {
+            let mesh = node(&k, cfg());
+            let views = ViewHandles::new();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let m = Membership::start(
+                mesh.clone(),
+                views.clone(),
+                Settings {
+                    seed: i,
+                    ..Settings::default()
+                },
+                Start {
+                    boot: 1,
+                    joined: 100 + i,
+                },
+                rx,
+            );
+            (mesh, views, m, tx)
+        })
+        .collect();
+    let seed = Suggestion {
+        id: nodes[0].0.id(),
+        addr: addr(&nodes[0].0),
+    };
+    for (_, _, _, tx) in &nodes[1..] {
+        tx.send(seed).await.unwrap();
+    }
+    let all_see = |n: usize| {
+        nodes.iter().all(|(_, v, _, _)| {
+            let s = v.view.borrow();
+            s.members
+                .iter()
+                .filter(|m| m.state == super::election::MemberState::Alive)
+                .count()
+                == n
+        })
+    };
+    eventually("all three see two live members", || all_see(2)).await;
+    let coordinator = || {
+        nodes
+            .iter()
+            .map(|(_, v, _, _)| v.view.borrow().coordinator)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..4 {
+        if coordinator().iter().all(|c| c.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eventually("one coordinator", || {
+        let c = coordinator();
+        c[0].is_some() && c.iter().all(|x| *x == c[0])
+    })
+    .await;
+    assert_eq!(coordinator()[0].unwrap().id, nodes[0].0.id(), "the oldest");
+    // Every member is listed at the address it is bound to (its own idea of its address).
+    let v = nodes[1].1.view.borrow().clone();
+    assert_eq!(
+        v.member(&nodes[0].0.id()).unwrap().addrs,
+        vec![addr(&nodes[0].0)]
+    );
+
+    let advert = Advert {
+        slots_total: 8,
+        slots_busy: 2,
+        ..Advert::default()
+    };
+    nodes[2].1.advert.send_replace(advert.clone());
+    eventually("the advert reaches everyone", || {
+        nodes[..2].iter().all(|(_, v, _, _)| {
+            v.view
+                .borrow()
+                .member(&nodes[2].0.id())
+                .and_then(|m| m.advert.clone())
+                == Some(advert.clone())
+        })
+    })
+    .await;
+
+    let before = coordinator()[0].unwrap();
+    nodes[0].2.leave().await;
+    nodes[0].0.close().await;
+    eventually("the others follow the successor", || {
+        nodes[1..].iter().all(|(_, v, _, _)| {
+            v.view
+                .borrow()
+                .coordinator
+                .is_some_and(|c| c.id != before.id && c.epoch == before.epoch + 1)
+        })
+    })
+    .await;
+    for (mesh, _, m, _) in &nodes[1..] {
+        m.leave().await;
+        mesh.close().await;
+    }
 }

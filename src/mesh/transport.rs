@@ -10,13 +10,19 @@
 //! Simultaneous dials (quic-p2p.md §3.4): when two authenticated live connections exist for a
 //! pair, both sides keep the one dialed by the lower NodeId, and close the other after
 //! `duplicate_drain`. A connection that has closed is replaced by any new one.
+//!
+//! Datagrams (membership gossip) ride on the member connections: every connection in the peer
+//! table gets a reader that hands datagrams of at most [`MAX_DATAGRAM`] bytes, tagged with the
+//! authenticated sender, to the one sink set by [`Mesh::datagrams`]; the rest are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quinn::{Connection, VarInt};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -30,6 +36,15 @@ use super::tls::{self, IdentityMismatch, TlsError};
 
 /// The UDP port a node listens on unless told otherwise (`MESHCC_LISTEN`, `[mesh] listen`).
 pub const DEFAULT_PORT: u16 = 7471;
+
+/// The largest datagram accepted from a peer (larger ones are dropped and counted).
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Datagrams queued for the sink before new ones are dropped.
+const DATAGRAM_QUEUE: usize = 1024;
+
+/// One datagram from an authenticated peer.
+pub type Datagram = (NodeId, Bytes);
 
 /// Application close codes on mesh connections.
 pub mod close_code {
@@ -106,6 +121,9 @@ impl TransportConfig {
         t.receive_window(VarInt::from_u32(64 << 20));
         t.send_window(64 << 20);
         t.initial_rtt(Duration::from_millis(10));
+        // Membership rides in datagrams; a small queue each way (oldest dropped when full).
+        t.datagram_receive_buffer_size(Some(256 << 10));
+        t.datagram_send_buffer_size(256 << 10);
         t
     }
 }
@@ -200,6 +218,8 @@ pub struct Mesh {
     accept_task: Mutex<Option<JoinHandle<()>>>,
     local_addr: Option<SocketAddr>,
     accepting: bool,
+    sink: Arc<Mutex<Option<mpsc::Sender<Datagram>>>>,
+    dropped_datagrams: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -307,6 +327,8 @@ impl Mesh {
             accept_task: Mutex::new(None),
             local_addr,
             accepting: accept,
+            sink: Arc::new(Mutex::new(None)),
+            dropped_datagrams: Arc::default(),
         });
         if accept {
             let task = tokio::spawn(accept_loop(Arc::downgrade(&mesh), mesh.endpoint.clone()));
@@ -343,6 +365,22 @@ impl Mesh {
             p.clear();
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Takes the datagrams peers send from now on (replacing any earlier receiver). The queue is
+    /// bounded: when the receiver falls behind, new datagrams are dropped and counted.
+    pub fn datagrams(&self) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+        if let Ok(mut sink) = self.sink.lock() {
+            *sink = Some(tx);
+        }
+        rx
+    }
+
+    /// Datagrams dropped so far: too large, or arriving with no room in the queue.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.dropped_datagrams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The live connection to `id`, if any.
@@ -590,6 +628,7 @@ impl Mesh {
     /// Puts an authenticated connection in the table, applying the dedupe rules; returns the
     /// connection kept for the pair.
     fn register(&self, peer: NodeId, conn: Connection, dialed_by: NodeId) -> Connection {
+        self.read_datagrams(peer, conn.clone());
         let Ok(mut peers) = self.peers.lock() else {
             return conn;
         };
@@ -640,6 +679,22 @@ impl Mesh {
             });
         }
         kept
+    }
+
+    /// Hands the connection's datagrams to the sink until it closes.
+    fn read_datagrams(&self, peer: NodeId, conn: Connection) {
+        let sink = self.sink.clone();
+        let dropped = self.dropped_datagrams.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = conn.read_datagram().await {
+                let tx = sink.lock().ok().and_then(|s| s.clone());
+                let delivered =
+                    d.len() <= MAX_DATAGRAM && tx.is_some_and(|tx| tx.try_send((peer, d)).is_ok());
+                if !delivered {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
     }
 
     fn unregister(&self, peer: &NodeId, conn: &Connection) {
