@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod cluster;
 pub mod commands;
+pub mod discovery;
 pub mod election;
 pub mod identity;
 pub mod membership;
@@ -37,6 +38,8 @@ pub struct FileMesh {
     listen: Option<String>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
+    discovery: Option<String>,
+    discovery_interfaces: Option<Vec<String>>,
 }
 
 /// The effective mesh settings.
@@ -48,6 +51,11 @@ pub struct MeshSettings {
     pub allow: Option<HashSet<NodeId>>,
     /// Nodes always refused (`[mesh] deny`).
     pub deny: HashSet<NodeId>,
+    /// mDNS discovery on (`MESHCC_DISCOVERY`, `[mesh] discovery`: `on` or `off`; default on).
+    pub discovery: bool,
+    /// Only these interfaces for mDNS (`MESHCC_DISCOVERY_INTERFACES=eth0,wlan0`,
+    /// `[mesh] discovery_interfaces`); default: all but loopback and container/VM bridges.
+    pub discovery_interfaces: Option<Vec<String>>,
 }
 
 impl Default for MeshSettings {
@@ -56,6 +64,8 @@ impl Default for MeshSettings {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
             allow: None,
             deny: HashSet::new(),
+            discovery: true,
+            discovery_interfaces: None,
         }
     }
 }
@@ -77,7 +87,30 @@ impl MeshSettings {
                 .map(|s| s.parse().map_err(|e| format!("{setting}: {e}")))
                 .collect()
         };
+        let discovery = match get("MESHCC_DISCOVERY")
+            .map(|v| ("MESHCC_DISCOVERY", v))
+            .or(file.discovery.map(|v| ("mesh.discovery", v)))
+        {
+            None => true,
+            Some((_, v)) if matches!(v.as_str(), "on" | "1" | "true" | "yes") => true,
+            Some((_, v)) if matches!(v.as_str(), "off" | "0" | "false" | "no") => false,
+            Some((setting, v)) => {
+                return Err(format!(
+                    "{setting} = {v:?}: expected on or off (off: seeds only, no mDNS)"
+                ))
+            }
+        };
+        let discovery_interfaces = get("MESHCC_DISCOVERY_INTERFACES")
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .or(file.discovery_interfaces);
         Ok(Self {
+            discovery,
+            discovery_interfaces,
             listen,
             allow: file.allow.map(|l| ids("mesh.allow", l)).transpose()?,
             deny: file
@@ -140,9 +173,44 @@ pub struct Started {
     pub mesh: Arc<Mesh>,
     /// Gossip membership, election and the view.
     pub membership: Membership,
+    /// mDNS, while it runs.
+    _discovery: Option<discovery::Discovery>,
 }
 
 impl Started {
+    /// This node's status: the members of `views` (with their adverts and whether a connection
+    /// is live) and the coordinator.
+    pub fn status(&self, views: &ViewHandles) -> proto::StatusInfo {
+        let view = views.view.borrow().clone();
+        let members = view
+            .members
+            .iter()
+            .map(|m| proto::MemberInfo {
+                node_id: m.id,
+                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
+                state: match m.state {
+                    election::MemberState::Alive => "alive",
+                    election::MemberState::Suspect => "suspect",
+                    election::MemberState::Down => "down",
+                }
+                .into(),
+                connected: self.mesh.connection(&m.id).is_some(),
+                slots_total: m.advert.as_ref().map(|a| a.slots_total),
+                slots_busy: m.advert.as_ref().map(|a| a.slots_busy),
+                class: m.advert.as_ref().map(|a| a.class),
+            })
+            .collect();
+        proto::StatusInfo {
+            node_id: self.mesh.id(),
+            listen: self.mesh.local_addr().map(|a| a.to_string()),
+            members,
+            coordinator: view.coordinator.map(|c| proto::CoordinatorInfo {
+                node_id: c.id,
+                epoch: c.epoch,
+            }),
+        }
+    }
+
     /// Graceful stop: leave the membership (a coordinator hands over), then close the endpoint.
     pub async fn close(&self) {
         self.membership.leave().await;
@@ -161,6 +229,7 @@ pub async fn start(config: &Config, views: &ViewHandles) -> anyhow::Result<Optio
         return Ok(None);
     };
     let key = Arc::new(load_node_key(config)?);
+    let secret_id = secret.cluster_id();
     let mesh = Mesh::bind(config.mesh.transport(), key, secret)?;
     let boot = next_boot(config);
     let joined = std::time::SystemTime::now()
@@ -180,6 +249,21 @@ pub async fn start(config: &Config, views: &ViewHandles) -> anyhow::Result<Optio
     );
     let seeds = cluster::load_seeds(&config.paths.data_dir.join(cluster::SEEDS_FILE));
     let me = mesh.id();
+    let discovery = if config.mesh.discovery {
+        let port = mesh.local_addr().map_or(DEFAULT_PORT, |a| a.port());
+        discovery::Discovery::start(
+            me,
+            port,
+            secret_id,
+            config.mesh.discovery_interfaces.as_deref(),
+            suggest.clone(),
+        )
+        .map_err(|e| tracing::warn!("mDNS discovery cannot start, seeds only: {e}"))
+        .ok()
+    } else {
+        tracing::info!("mDNS discovery off (MESHCC_DISCOVERY=off): seeds only");
+        None
+    };
     tokio::spawn(async move {
         for seed in seeds.into_iter().filter(|s| s.node_id != me) {
             let resolved = tokio::task::spawn_blocking({
@@ -202,5 +286,9 @@ pub async fn start(config: &Config, views: &ViewHandles) -> anyhow::Result<Optio
             }
         }
     });
-    Ok(Some(Started { mesh, membership }))
+    Ok(Some(Started {
+        mesh,
+        membership,
+        _discovery: discovery,
+    }))
 }

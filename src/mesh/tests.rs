@@ -292,6 +292,7 @@ async fn no_secret_no_port() {
     let get = |k: &str| match k {
         "MESHCC_HOME" => Some(home.clone()),
         "MESHCC_LISTEN" => Some("127.0.0.1:0".to_string()),
+        "MESHCC_DISCOVERY" => Some("off".to_string()),
         _ => None,
     };
     let config = crate::config::Config::load_from(&get, nix::unistd::getuid().as_raw()).unwrap();
@@ -334,6 +335,24 @@ fn settings_from_env_and_file() {
     let s = MeshSettings::resolve(&|_| None, file).unwrap();
     assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
     assert_eq!(s.allow, Some(HashSet::from([id])));
+    assert!(s.discovery && s.discovery_interfaces.is_none());
+    let env = |k: &str| match k {
+        "MESHCC_DISCOVERY" => Some("off".to_string()),
+        "MESHCC_DISCOVERY_INTERFACES" => Some("eth0, wlan0,".to_string()),
+        _ => None,
+    };
+    let s = MeshSettings::resolve(&env, FileMesh::default()).unwrap();
+    assert!(!s.discovery);
+    assert_eq!(
+        s.discovery_interfaces,
+        Some(vec!["eth0".to_string(), "wlan0".to_string()])
+    );
+    let e = MeshSettings::resolve(
+        &|k| (k == "MESHCC_DISCOVERY").then(|| "maybe".to_string()),
+        FileMesh::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("MESHCC_DISCOVERY"), "{e}");
     let file: FileMesh = toml::from_str("deny = [\"bad\"]").unwrap();
     assert!(MeshSettings::resolve(&|_| None, file)
         .unwrap_err()

@@ -724,6 +724,10 @@ impl Mesh {
                         } else {
                             "closed".into()
                         },
+                        connected: p.conn.close_reason().is_none(),
+                        slots_total: None,
+                        slots_busy: None,
+                        class: None,
                     })
                     .collect();
                 m.sort_by_key(|m| m.node_id);
@@ -734,6 +738,7 @@ impl Mesh {
             node_id: self.id(),
             listen: self.local_addr().map(|a| a.to_string()),
             members,
+            coordinator: None,
         }
     }
 

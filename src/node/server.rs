@@ -41,7 +41,6 @@ struct Node {
     /// The mesh endpoint and membership, when a cluster is configured.
     mesh: Option<crate::mesh::Started>,
     /// The membership view and this node's advert, shared with the job side.
-    #[allow(dead_code)]
     views: ViewHandles,
 }
 
@@ -224,7 +223,7 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
             Reply::Done
         }
         Request::MeshStatus => {
-            Reply::MeshStatus(node.mesh.as_ref().map(|m| Box::new(m.mesh.status())))
+            Reply::MeshStatus(node.mesh.as_ref().map(|m| Box::new(m.status(&node.views))))
         }
     };
     if let Err(e) = ipc::write_async(&mut stream, &reply).await {
