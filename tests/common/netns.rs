@@ -309,3 +309,135 @@ pub fn probe(name: &str) -> Command {
     ]);
     cmd
 }
+
+/// A running probe (see [`probe`]) that the test talks to: it prints `PROBE …` lines when it
+/// reaches a step and reads a line on stdin when it must wait for the test. Killed if dropped
+/// unfinished.
+pub struct ProbeRun {
+    child: Child,
+    what: String,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stdin: Option<std::process::ChildStdin>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl ProbeRun {
+    /// Starts `cmd` (already entered in a host, with its environment) with piped stdio.
+    pub fn spawn(cmd: &mut Command) -> Self {
+        use std::io::{BufRead, Read};
+        let what = describe(cmd);
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut err = child.stderr.take().expect("piped stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Self {
+            child,
+            what,
+            lines,
+            seen: Vec::new(),
+            stdin,
+            stderr,
+        }
+    }
+
+    fn transcript(&self) -> String {
+        let err = self
+            .stderr
+            .lock()
+            .map(|s| String::from_utf8_lossy(&s).into_owned())
+            .unwrap_or_default();
+        format!(
+            "--- stdout of `{}` ---\n{}\n--- stderr ---\n{err}",
+            self.what,
+            self.seen.join("\n")
+        )
+    }
+
+    /// Waits for a line with `PROBE <step>…` and returns what follows `<step>`; panics with the
+    /// probe's output if it ends or takes longer than [`POLL_DEADLINE`](super::POLL_DEADLINE).
+    pub fn expect(&mut self, step: &str) -> String {
+        let tag = format!("PROBE {step}");
+        let end = std::time::Instant::now() + super::POLL_DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    // The test harness may have printed `test NAME ... ` before it.
+                    if let Some(at) = line.find(&tag) {
+                        return line[at + tag.len()..].trim().to_owned();
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    // Let the reader threads drain what the probe printed last.
+                    while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(1))
+                    {
+                        self.seen.push(line);
+                    }
+                    panic!("no `{tag}` from the probe ({e}):\n{}", self.transcript());
+                }
+            }
+        }
+    }
+
+    /// Sends the probe one line on its stdin.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let ok = self
+            .stdin
+            .as_mut()
+            .is_some_and(|s| writeln!(s, "{line}").and_then(|_| s.flush()).is_ok());
+        assert!(ok, "cannot write to the probe:\n{}", self.transcript());
+    }
+
+    /// Waits for the probe to end and asserts it passed.
+    pub fn finish(mut self) {
+        self.stdin = None;
+        let status = self.child.wait().expect("wait for the probe");
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        assert!(
+            status.success() && self.seen.iter().any(|l| l.contains("1 passed")),
+            "the probe failed ({status}):\n{}",
+            self.transcript()
+        );
+    }
+}
+
+impl Drop for ProbeRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
