@@ -75,8 +75,8 @@ up() {
     ip netns add "$h"
     ip -n "$s" link add "h$i" type veth peer name eth0 netns "$h"
     ip -n "$s" link set "h$i" master br0 up
-    ip netns exec "$h" sysctl -qw net.ipv4.conf.all.promote_secondaries=1 net.ipv4.conf.default.promote_secondaries=1
-    ip netns exec "$h" sysctl -qw net.ipv4.conf.eth0.promote_secondaries=1
+    # When the old address goes, the new one (a secondary in the same subnet) takes over.
+    ip netns exec "$h" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries'
     ip -n "$h" link set lo up
     ip -n "$h" addr add "$net.$i/24" dev eth0
     ip -n "$h" link set eth0 up
