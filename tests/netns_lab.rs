@@ -9,7 +9,9 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{lab_script, namespaces_of, probe, unique_name, unsupported, Lab};
+use common::netns::{
+    cluster, lab_script, namespaces_of, probe, unique_name, unsupported, Lab, MESH_PORT,
+};
 use common::*;
 
 const HOSTS: usize = 5;
@@ -187,4 +189,36 @@ fn an_interrupted_up_leaves_nothing() {
         Vec::<String>::new(),
         "namespaces left"
     );
+}
+
+/// `cut`/`heal` and a stopped (SIGSTOP) daemon: a ping from another host fails while host 1 is
+/// unplugged or its daemon is stopped, and works again after `heal` and `cont`.
+#[test]
+fn cut_heal_stop_and_cont() {
+    let Some(lab) = Lab::new(2) else { return };
+    let (a, b) = (Home::new(), Home::new());
+    let ids = cluster(&[&a, &b]);
+    let target = format!("{}@{}:{MESH_PORT}", ids[0], lab.host(1).addr());
+    let ping = || output(lab.host(2).enter(&mut b.meshcc(["ping", &target])));
+    let daemon = lab.start_daemon(1, &a);
+    let works = |what: &str| {
+        let out = ping();
+        assert!(
+            out.status.success(),
+            "{what}: ping failed:\n{}{}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log()
+        );
+    };
+    let fails = |what: &str| assert!(!ping().status.success(), "{what}: ping succeeded");
+    works("at the start");
+    lab.cut(1);
+    fails("host 1 unplugged");
+    lab.heal(1);
+    works("host 1 plugged back in");
+    daemon.stop();
+    fails("daemon stopped");
+    daemon.cont();
+    works("daemon continued");
 }

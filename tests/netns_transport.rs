@@ -11,31 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::netns::{probe, Lab, ProbeRun, MESH_PORT};
+use common::netns::{cluster, probe, Lab, ProbeRun, MESH_PORT};
 use common::*;
 use meshcc::mesh::identity::NodeId;
 use meshcc::mesh::proto::{self, Limit, Reply, Request};
 use meshcc::mesh::transport::{Mesh, TransportConfig};
-
-/// `meshcc init` in `homes[0]`, `meshcc join` in the others; their node ids.
-fn cluster(homes: &[&Home]) -> Vec<String> {
-    let out = run(&mut homes[0].meshcc(["init"]));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let token = text
-        .split_whitespace()
-        .find(|w| w.starts_with("meshcc1:"))
-        .unwrap_or_else(|| panic!("no join token in:\n{text}"))
-        .to_owned();
-    for h in &homes[1..] {
-        run(&mut h.meshcc(["join", &token]));
-    }
-    homes.iter().map(|h| node_id(h)).collect()
-}
-
-fn node_id(h: &Home) -> String {
-    let out = run(&mut h.meshcc(["id"]));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 fn text(o: &std::process::Output) -> String {
     format!(

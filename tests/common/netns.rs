@@ -76,6 +76,28 @@ pub fn unique_name() -> String {
     )
 }
 
+/// Makes a cluster: `meshcc init` in `homes[0]`, `meshcc join` in the others; returns their
+/// node ids, in order.
+pub fn cluster(homes: &[&Home]) -> Vec<String> {
+    let out = run(&mut homes[0].meshcc(["init"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = text
+        .split_whitespace()
+        .find(|w| w.starts_with("meshcc1:"))
+        .unwrap_or_else(|| panic!("no join token in:\n{text}"))
+        .to_owned();
+    for h in &homes[1..] {
+        run(&mut h.meshcc(["join", &token]));
+    }
+    homes.iter().map(|h| node_id(h)).collect()
+}
+
+/// `meshcc id` of a home.
+pub fn node_id(h: &Home) -> String {
+    let out = run(&mut h.meshcc(["id"]));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A lab of `n` hosts on one bridge; removed when dropped.
 pub struct Lab {
     name: String,
@@ -278,13 +300,13 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
-    /// Freezes it (SIGSTOP): alive but silent, like a sleeping laptop.
-    pub fn freeze(&self) {
+    /// Stops it (SIGSTOP): alive but silent, like a sleeping laptop. Not `meshcc stop`.
+    pub fn stop(&self) {
         self.signal(nix::sys::signal::Signal::SIGSTOP);
     }
 
-    /// Wakes it after [`Daemon::freeze`] (SIGCONT).
-    pub fn thaw(&self) {
+    /// Wakes it after [`Daemon::stop`] (SIGCONT).
+    pub fn cont(&self) {
         self.signal(nix::sys::signal::Signal::SIGCONT);
     }
 }
