@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,13 @@ use common::netns::{
 use common::*;
 
 const HOSTS: usize = 5;
-/// The mDNS group (link-local: always flooded) and an organisation-local one (flooded only with
-/// multicast snooping off), both on the mDNS port.
-const GROUPS: [Ipv4Addr; 2] = [
-    Ipv4Addr::new(224, 0, 0, 251),
-    Ipv4Addr::new(239, 255, 77, 77),
+/// The groups every host sends to and listens on, on the mDNS port: mDNS over IPv4 (link-local:
+/// always flooded), an organisation-local IPv4 group (flooded only with multicast snooping off)
+/// and mDNS over IPv6 (on `eth0`).
+const GROUPS: [IpAddr; 3] = [
+    IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)),
+    IpAddr::V4(Ipv4Addr::new(239, 255, 77, 77)),
+    IpAddr::V6(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0xfb)),
 ];
 const PORT: u16 = 5353;
 const PROBE_SELF: &str = "MESHCC_TEST_MCAST_SELF";
@@ -62,8 +64,8 @@ fn parse(msg: &[u8]) -> Option<(usize, usize, usize)> {
     Some((it.next()??, it.next()??, it.next()??))
 }
 
-/// Run by [`five_hosts_reach_each_other_by_multicast`] inside each host: sends to both groups
-/// and listens until it has heard every other host on both groups and every other host says
+/// Run by [`five_hosts_reach_each_other_by_multicast`] inside each host: sends to every group
+/// and listens until it has heard every other host on every group and every other host says
 /// it heard everyone too (so nobody stops sending before the others have heard it).
 #[test]
 #[ignore = "run inside a lab host by five_hosts_reach_each_other_by_multicast"]
@@ -77,17 +79,39 @@ fn multicast_probe() {
         .parse()
         .expect("host count");
     use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
-    s.set_reuse_address(true).expect("SO_REUSEADDR");
-    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT).into())
-        .expect("bind the mDNS port");
-    let sock: UdpSocket = s.into();
+    // SAFETY: a NUL-terminated constant name.
+    let eth0 = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+    assert_ne!(eth0, 0, "no eth0 in the lab host");
+    let open = |v6: bool| -> UdpSocket {
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        let any: SocketAddr = if v6 {
+            let _ = s.set_only_v6(true);
+            (Ipv6Addr::UNSPECIFIED, PORT).into()
+        } else {
+            (Ipv4Addr::UNSPECIFIED, PORT).into()
+        };
+        s.bind(&any.into()).expect("bind the mDNS port");
+        s.set_nonblocking(true).expect("non-blocking");
+        s.into()
+    };
+    let (v4, v6) = (open(false), open(true));
+    let mut dests = Vec::new();
     for g in GROUPS {
-        sock.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED)
-            .unwrap_or_else(|e| panic!("join {g}: {e}"));
+        match g {
+            IpAddr::V4(g) => {
+                v4.join_multicast_v4(&g, &Ipv4Addr::UNSPECIFIED)
+                    .unwrap_or_else(|e| panic!("join {g}: {e}"));
+                dests.push((&v4, SocketAddr::from((g, PORT))));
+            }
+            IpAddr::V6(g) => {
+                v6.join_multicast_v6(&g, eth0)
+                    .unwrap_or_else(|e| panic!("join {g}: {e}"));
+                dests.push((&v6, SocketAddrV6::new(g, PORT, 0, eth0).into()));
+            }
+        }
     }
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .expect("read timeout");
     let everyone = (n - 1) * GROUPS.len();
     let mut heard = BTreeSet::new();
     let mut done = BTreeSet::new();
@@ -99,26 +123,33 @@ fn multicast_probe() {
             Instant::now() < deadline,
             "host {me}: heard only {heard:?}, finished {done:?}"
         );
-        for (gi, g) in GROUPS.iter().enumerate() {
+        for (gi, (sock, dest)) in dests.iter().enumerate() {
             let msg = format!("{me} {gi} {}", heard.len());
-            sock.send_to(msg.as_bytes(), SocketAddrV4::new(*g, PORT))
-                .unwrap_or_else(|e| panic!("send to {g}: {e}"));
+            sock.send_to(msg.as_bytes(), dest)
+                .unwrap_or_else(|e| panic!("send to {dest}: {e}"));
         }
         if heard.len() == everyone {
             full_sent += 1;
         }
         let until = Instant::now() + Duration::from_millis(50);
         while Instant::now() < until {
-            let Ok((len, _)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            if let Some((from, gi, count)) = parse(&buf[..len]) {
-                if from != me && (1..=n).contains(&from) && gi < GROUPS.len() {
-                    heard.insert((from, gi));
-                    if count == everyone {
-                        done.insert(from);
+            let mut got = false;
+            for sock in [&v4, &v6] {
+                let Ok((len, _)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                got = true;
+                if let Some((from, gi, count)) = parse(&buf[..len]) {
+                    if from != me && (1..=n).contains(&from) && gi < GROUPS.len() {
+                        heard.insert((from, gi));
+                        if count == everyone {
+                            done.insert(from);
+                        }
                     }
                 }
+            }
+            if !got {
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
     }

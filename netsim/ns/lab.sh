@@ -12,7 +12,7 @@
 # Host I has one interface, eth0, with address NET.I/24, loopback up, and a route for
 # 224.0.0.0/4 on eth0. NET is $MESHCC_LAB_NET if set (e.g. 10.77.3), else 10.77.K with K
 # derived from NAME. Labs never share anything, so several can run at once, even on one NET.
-# The bridge floods multicast (snooping off), so mDNS works between the hosts.
+# The bridge floods multicast (snooping off), so mDNS (IPv4 and IPv6) works between the hosts.
 #
 # Nothing in the root namespace changes: the veth pairs are made inside the switch namespace
 # with their host ends moved straight into the hosts. A failed or interrupted `up` removes
@@ -76,7 +76,9 @@ up() {
     ip -n "$s" link add "h$i" type veth peer name eth0 netns "$h"
     ip -n "$s" link set "h$i" master br0 up
     # When the old address goes, the new one (a secondary in the same subnet) takes over.
-    ip netns exec "$h" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries'
+    # IPv6 link-local is usable at once (no duplicate address detection on a private bridge).
+    ip netns exec "$h" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/eth0/promote_secondaries
+      f=/proc/sys/net/ipv6/conf/eth0/accept_dad; [ ! -e $f ] || echo 0 > $f'
     ip -n "$h" link set lo up
     ip -n "$h" addr add "$net.$i/24" dev eth0
     ip -n "$h" link set eth0 up
