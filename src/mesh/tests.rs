@@ -464,3 +464,108 @@ async fn membership_over_quic_datagrams() {
         mesh.close().await;
     }
 }
+
+#[test]
+fn held_connection_rule() {
+    use super::transport::{held_rule, Held};
+    let a: SocketAddr = "10.0.0.1:7471".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:10.0.0.1]:7471".parse().unwrap();
+    assert_eq!(held_rule(a, a), Held::Use);
+    assert_eq!(
+        held_rule(mapped, a),
+        Held::Use,
+        "mapped IPv4 is the same address"
+    );
+    assert_eq!(held_rule(a, mapped), Held::Use);
+    assert_eq!(held_rule(a, "10.0.0.2:7471".parse().unwrap()), Held::Verify);
+    assert_eq!(held_rule(a, "10.0.0.1:7472".parse().unwrap()), Held::Verify);
+    assert_eq!(
+        held_rule(a, "[fe80::1]:7471".parse().unwrap()),
+        Held::Verify
+    );
+}
+
+/// A UDP relay on loopback: forwards what the first sender sends to `to`, and the answers
+/// back; aborting it kills the path, as when the node behind it moves away.
+fn relay(to: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
+    let at = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut client = None;
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let dest = if from == to {
+                match client {
+                    Some(c) => c,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                to
+            };
+            let _ = sock.send_to(&buf[..n], dest).await;
+        }
+    });
+    (at, task)
+}
+
+/// The acceptor moved: the held connection goes to its old address and the path is dead
+/// (idle timeout not reached yet); dialing the new address replaces it instead of returning it.
+#[tokio::test]
+async fn a_dead_connection_at_the_old_address_is_replaced_by_a_new_dial() {
+    let k = ClusterSecret::generate().unwrap();
+    let config = TransportConfig {
+        idle_timeout: Duration::from_secs(30),
+        verify_timeout: Duration::from_millis(300),
+        ..cfg()
+    };
+    let a = node(&k, config.clone());
+    let b = node(&k, config);
+    let (old, path) = relay(addr(&b));
+    let held = a.connect(b.id(), old).await.unwrap();
+    a.ping(&held).await.unwrap();
+    path.abort();
+    let _ = path.await;
+    let conn = a.connect(b.id(), addr(&b)).await.unwrap();
+    assert_ne!(
+        conn.stable_id(),
+        held.stable_id(),
+        "the stale one came back"
+    );
+    assert_eq!(conn.remote_address(), addr(&b));
+    a.ping(&conn).await.unwrap();
+    assert!(
+        held.close_reason().is_some(),
+        "the stale connection is closed"
+    );
+    let same = a.connect(b.id(), addr(&b)).await.unwrap();
+    assert_eq!(same.stable_id(), conn.stable_id(), "the new one is kept");
+}
+
+/// A held connection that still answers is kept even when dialed at another of the peer's
+/// addresses (a multi-homed peer): no needless second connection.
+#[tokio::test]
+async fn a_live_connection_at_another_address_is_kept() {
+    let k = ClusterSecret::generate().unwrap();
+    let a = node(&k, cfg());
+    let b = node(
+        &k,
+        TransportConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ..cfg()
+        },
+    );
+    let port = addr(&b).port();
+    let held = a
+        .connect(b.id(), SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let again = a
+        .connect(b.id(), SocketAddr::from(([127, 0, 0, 2], port)))
+        .await
+        .unwrap();
+    assert_eq!(again.stable_id(), held.stable_id());
+    assert!(held.close_reason().is_none());
+}

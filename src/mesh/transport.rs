@@ -62,6 +62,29 @@ pub mod close_code {
     pub const DUPLICATE: u32 = 5;
     /// An ephemeral tool is done.
     pub const DONE: u32 = 6;
+    /// The dialer found the connection dead at its old address and dialed the new one.
+    pub const STALE: u32 = 7;
+}
+
+/// What [`Mesh::connect`] does with the live connection it holds to the node it dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// It goes to the address being dialed: use it.
+    Use,
+    /// It goes elsewhere (the peer may have moved): use it only if it answers a ping.
+    Verify,
+}
+
+/// The rule for a held live connection whose remote address is `remote` when `wanted` is
+/// dialed. Addresses compare in canonical form (`[::ffff:a.b.c.d]` is `a.b.c.d`), since a
+/// dual-stack socket reports IPv4 peers as mapped IPv6.
+pub fn held_rule(remote: SocketAddr, wanted: SocketAddr) -> Held {
+    let canon = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+    if canon(remote) == canon(wanted) {
+        Held::Use
+    } else {
+        Held::Verify
+    }
 }
 
 /// Settings of a node's transport; every field has a working default.
@@ -87,6 +110,9 @@ pub struct TransportConfig {
     pub socket_buffer: usize,
     /// Concurrent requests a peer may have open on one connection.
     pub max_streams: u32,
+    /// How long a held connection to a peer dialed at another address has to answer a ping
+    /// before it counts as dead and is replaced by a new dial.
+    pub verify_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -102,6 +128,7 @@ impl Default for TransportConfig {
             deny: HashSet::new(),
             socket_buffer: 4 << 20,
             max_streams: 1024,
+            verify_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -394,20 +421,33 @@ impl Mesh {
 
     /// A connection to `id` at `addr`: the live one from the peer table, or a new dial (dials to
     /// one id are coalesced). The handshake fails unless the node there has key `id`.
+    ///
+    /// A held connection whose remote address is not `addr` may be stale (the peer moved and
+    /// the old path is dead, but the idle timeout has not fired yet): it is used only if it
+    /// answers a ping within `verify_timeout`; otherwise it is closed and `addr` dialed anew
+    /// ([`held_rule`]).
     pub async fn connect(
         self: &Arc<Self>,
         id: NodeId,
         addr: SocketAddr,
     ) -> Result<Connection, MeshError> {
         if let Some(c) = self.connection(&id) {
-            return Ok(c);
+            if held_rule(c.remote_address(), addr) == Held::Use {
+                return Ok(c);
+            }
         }
         let lock = {
             let mut d = self.dialing.lock().map_err(|_| MeshError::Closed)?;
             d.entry(id).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let result = match self.connection(&id) {
+        let held = match self.connection(&id) {
+            Some(c) if held_rule(c.remote_address(), addr) == Held::Verify => {
+                self.verify_held(c, id, addr).await
+            }
+            other => other,
+        };
+        let result = match held {
             Some(c) => Ok(c),
             None => self.dial(id, addr, !self.accepting).await.map(|conn| {
                 if self.accepting {
@@ -426,6 +466,34 @@ impl Mesh {
             }
         }
         result
+    }
+
+    /// Pings a held connection whose address differs from the one being dialed: `Some` if it
+    /// answered in time, else it is closed (so the new dial replaces it) and `None`.
+    async fn verify_held(
+        &self,
+        conn: Connection,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Option<Connection> {
+        let t = self.config.verify_timeout;
+        match tokio::time::timeout(t, self.ping(&conn)).await {
+            Ok(Ok(_)) => Some(conn),
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer in {t:?}"),
+                };
+                info!(
+                    peer = %id.short(),
+                    old = %conn.remote_address(),
+                    new = %addr,
+                    "the connection at the old address is dead ({why}); dialing the new one"
+                );
+                conn.close(VarInt::from_u32(close_code::STALE), b"stale path");
+                None
+            }
+        }
     }
 
     /// Dials and authenticates a connection, without touching the peer table.
@@ -718,7 +786,10 @@ impl Mesh {
                     .iter()
                     .map(|(id, p)| MemberInfo {
                         node_id: *id,
-                        addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                        addrs: current_first(&p.addrs, p.conn.remote_address())
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect(),
                         state: if p.conn.close_reason().is_none() {
                             "connected".into()
                         } else {
@@ -805,6 +876,14 @@ impl Mesh {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// The addresses a peer was seen at, led by the connection's current one (it changes when
+/// the peer migrates).
+fn current_first(addrs: &[SocketAddr], current: SocketAddr) -> Vec<SocketAddr> {
+    let mut v = addrs.to_vec();
+    push_addr(&mut v, current);
+    v
 }
 
 fn push_addr(addrs: &mut Vec<SocketAddr>, a: SocketAddr) {
