@@ -38,8 +38,8 @@ enum Command {
         #[arg(long, short = 'z')]
         zero: bool,
     },
-    /// Build a small bundled project through meshcc twice on a throwaway node, and show
-    /// what came from the cache.
+    /// Start a throwaway 3-node mesh on loopback, build a small bundled project through it
+    /// twice, and show where each job ran and what came from the cache.
     Demo {
         /// The compiler to use.
         #[arg(long, default_value = "gcc")]

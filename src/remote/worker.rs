@@ -250,7 +250,7 @@ impl Worker {
         let t = Duration::from_secs(30);
         async move {
             let (reply, output) = match self.admit(&header) {
-                Err(reply) => (reply, Vec::new()),
+                Err(reply) => (*reply, Vec::new()),
                 Ok((slot, compiler)) => {
                     let run = self.run(&header, compiler, &mut recv);
                     let abandoned = send.stopped();
@@ -290,37 +290,37 @@ impl Worker {
     }
 
     /// Admission: toolchain, allow-list, epoch, size, then a slot at once.
-    fn admit(self: &Arc<Self>, h: &JobHeader) -> Result<(Slot, PathBuf), Reply> {
+    fn admit(self: &Arc<Self>, h: &JobHeader) -> Result<(Slot, PathBuf), Box<Reply>> {
         let Some(compiler) = self.toolchain(&h.toolchain) else {
-            return Err(Reply::NoToolchain);
+            return Err(Box::new(Reply::NoToolchain));
         };
         if let Err(refusal) = allow::check(&h.args) {
-            return Err(Reply::Refused(refusal.to_string()));
+            return Err(Box::new(Reply::Refused(refusal.to_string())));
         }
         if preprocessed_language(h.language).is_none() {
-            return Err(Reply::Refused(format!(
+            return Err(Box::new(Reply::Refused(format!(
                 "{} input is not compiled remotely",
                 h.language.as_x_arg()
-            )));
+            ))));
         }
         if h.mode == CompileMode::SyntaxOnly {
-            return Err(Reply::Refused(
+            return Err(Box::new(Reply::Refused(
                 "-fsyntax-only is not compiled remotely".into(),
-            ));
+            )));
         }
         let followed = self.view.borrow().coordinator.map_or(0, |c| c.epoch);
         if h.epoch.is_some_and(|e| e < followed) {
-            return Err(Reply::StaleEpoch { epoch: followed });
+            return Err(Box::new(Reply::StaleEpoch { epoch: followed }));
         }
         if h.input_len > self.settings.max_input as u64 {
-            return Err(Reply::Refused(format!(
+            return Err(Box::new(Reply::Refused(format!(
                 "input of {} bytes exceeds this worker's limit of {}",
                 h.input_len, self.settings.max_input
-            )));
+            ))));
         }
         match self.try_slot() {
             Some(slot) => Ok((slot, compiler)),
-            None => Err(Reply::Busy),
+            None => Err(Box::new(Reply::Busy)),
         }
     }
 
