@@ -119,7 +119,7 @@ fn start_mesh(exe: &Path, dir: &Path, scratch: &mut Scratch) -> anyhow::Result<V
     Ok(ids)
 }
 
-/// Waits until the first node sees every other node (or gives up after 20 s and builds anyway:
+/// Waits until the first node sees every other node as a worker (or gives up after 20 s and builds anyway:
 /// missing peers only mean more local compiles, which the statistics show).
 fn wait_for_mesh(config: &Config) {
     let deadline = Instant::now() + std::time::Duration::from_secs(20);
@@ -127,10 +127,11 @@ fn wait_for_mesh(config: &Config) {
         if let Ok(Reply::MeshStatus(Some(status))) =
             client::request(&config.paths, &Request::MeshStatus, false)
         {
+            // Alive, with slots: its toolchains are known and gossiped.
             let up = status
                 .members
                 .iter()
-                .filter(|m| m.state == "connected")
+                .filter(|m| m.state == "alive" && m.slots_total.unwrap_or(0) > 0)
                 .count();
             if up + 1 >= NODES {
                 return;

@@ -137,6 +137,7 @@ pub fn offer_path_compilers(worker: &Worker, path: Option<&std::ffi::OsStr>) {
     let toolchains = Toolchains::new();
     let me = std::env::current_exe().unwrap_or_default();
     let cwd = std::path::PathBuf::from("/");
+    let mut offered = Vec::new();
     for name in COMPILER_NAMES {
         let Ok(found) = crate::wrapper::locate::find_compiler(
             std::ffi::OsStr::new(name),
@@ -150,11 +151,16 @@ pub fn offer_path_compilers(worker: &Worker, path: Option<&std::ffi::OsStr>) {
         match toolchains.identify(&found, CompilerFamily::from_name(name)) {
             Ok(id) => {
                 debug!(compiler = %found.display(), "offering toolchain");
-                worker.add_toolchain(id, found);
+                offered.push((id, found));
             }
             Err(e) => debug!("{e}"),
         }
     }
+    info!(
+        toolchains = offered.len(),
+        "worker offers its compilers to the mesh"
+    );
+    worker.add_toolchains(offered);
 }
 
 /// The executor of a real node.

@@ -279,6 +279,7 @@ async fn a_worker_without_the_toolchain_is_skipped_and_busy_means_the_next_candi
         for m in &mut v.members {
             if let Some(a) = &mut m.advert {
                 a.toolchains = vec![toolchain()];
+                a.slots_total = a.slots_total.max(1);
                 a.slots_busy = 0;
             }
         }

@@ -162,14 +162,21 @@ impl Worker {
             stats,
             next_dir: AtomicU64::new(0),
         });
-        worker.publish(0);
+        // Nothing is advertised before a toolchain is known: peers would find nothing to run.
         worker
     }
 
     /// Lets the worker run `compiler`, whose identity is `id` (announced in the advert).
     pub fn add_toolchain(&self, id: ToolchainId, compiler: PathBuf) {
+        self.add_toolchains(vec![(id, compiler)]);
+    }
+
+    /// Adds several toolchains and announces them (with the slots) in one advert.
+    pub fn add_toolchains(&self, found: Vec<(ToolchainId, PathBuf)>) {
         let added = match self.toolchains.lock() {
-            Ok(mut t) => t.insert(id, compiler).is_none(),
+            Ok(mut t) => found
+                .into_iter()
+                .fold(false, |added, (id, c)| t.insert(id, c).is_none() || added),
             Err(_) => false,
         };
         if added {
