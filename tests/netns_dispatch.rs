@@ -183,3 +183,88 @@ fn a_worker_with_another_gcc_never_receives_jobs_nor_local_only_options() {
     assert_eq!(served(&hs[1]), before);
     assert_eq!(served(&hs[2]), 0);
 }
+
+/// The coordinator `home`'s daemon follows, once all agree on one.
+fn coordinator(hs: &[Home]) -> String {
+    let mut agreed = String::new();
+    wait_until("every node to follow the same coordinator", || {
+        let ids: Vec<String> = hs
+            .iter()
+            .map(|h| {
+                let out = output(&mut h.meshcc(["status", "--json"]));
+                let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                s["coordinator"]["node_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        agreed = ids[0].clone();
+        !agreed.is_empty() && ids.iter().all(|i| *i == agreed)
+    });
+    agreed
+}
+
+#[test]
+fn the_coordinator_killed_mid_build_costs_no_fallback() {
+    let Some(lab) = Lab::new(4) else { return };
+    let hs = homes(4, 2, 2);
+    let ids: Vec<String> = hs.iter().map(node_id).collect();
+    let mut d: Vec<Daemon> = (0..4).map(|i| lab.start_daemon(i + 1, &hs[i])).collect();
+    let coord = coordinator(&hs);
+    let c = ids
+        .iter()
+        .position(|i| *i == coord)
+        .expect("the coordinator is a member");
+    // Build from a host that is not the coordinator.
+    let client = (0..4).find(|i| *i != c).unwrap_or(0);
+    wait_for_workers(&hs[client], 3);
+    let (dir, reference, n) = project(&hs[client]);
+    let mut cmd = hs[client].command("make");
+    in_dir(&mut cmd, &dir)
+        .args(["-j12", "-s"])
+        .arg(format!("CC={}", meshcc_cc("gcc")));
+    let build = lab.host(client + 1).enter(&mut cmd).spawn().expect("make");
+    wait_until("remote jobs under way", || {
+        hs[client].stats()["remote_compiles"].as_u64().unwrap_or(0) > 0
+    });
+    d[c].kill();
+    finish(build, &hs[client]);
+    let built = hs[client].root().join("mesh");
+    move_outputs(&dir, &built, OUTPUTS);
+    compare_trees(&reference, &built);
+    let s = hs[client].stats();
+    assert_eq!(s["local_fallbacks"], 0, "{s}");
+    assert_eq!(
+        s["local_compiles"].as_u64().unwrap() + s["remote_compiles"].as_u64().unwrap(),
+        n,
+        "{s}"
+    );
+}
+
+#[test]
+fn the_clients_address_changing_mid_build_retries_nothing() {
+    let Some(lab) = Lab::new(3) else { return };
+    let mut hs = homes(3, 0, 2);
+    hs[0].set_env("MESHCC_LOG", "meshcc=debug");
+    let d: Vec<Daemon> = (0..3).map(|i| lab.start_daemon(i + 1, &hs[i])).collect();
+    wait_for_workers(&hs[0], 2);
+    let (dir, reference, _) = project(&hs[0]);
+    let build = start_build(&lab, &hs[0], &dir);
+    wait_until("remote jobs under way", || {
+        hs[0].stats()["remote_compiles"].as_u64().unwrap_or(0) > 0
+    });
+    lab.renumber(1, lab.net_addr(201));
+    finish(build, &hs[0]);
+    let built = hs[0].root().join("mesh");
+    move_outputs(&dir, &built, OUTPUTS);
+    compare_trees(&reference, &built);
+    let s = hs[0].stats();
+    assert_eq!(
+        s["local_fallbacks"],
+        0,
+        "{s}\n--- client log ---\n{}",
+        d[0].log()
+    );
+    assert_eq!(s["retries"], 0, "{s}");
+}

@@ -531,6 +531,19 @@ impl Mesh {
         }
     }
 
+    /// A connection of this node's own to `id` at `addr`, outside the peer table: dialed and
+    /// authenticated like any other, announced as not a member connection (the peer serves it
+    /// but does not pool it), never replaced by the duplicate rule. The dispatch client runs its
+    /// jobs on such connections: being their dialer, this node keeps them across a change of
+    /// its own address (QUIC migration), which an accepted connection would not survive.
+    pub async fn dial_private(
+        &self,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Result<Connection, MeshError> {
+        self.dial(id, addr, true).await
+    }
+
     /// Dials and authenticates a connection, without touching the peer table.
     async fn dial(
         &self,

@@ -84,17 +84,37 @@ pub enum Outcome {
     Failed(FallbackReason),
 }
 
-/// Where an allocation's grant lives, to release it.
+/// Where an allocation's grant lives, to release it; a coordinator's grant carries its epoch.
 enum Grant {
-    Peer(NodeId, u64),
-    Here(GrantId),
+    Peer(NodeId, u64, u64),
+    Here(GrantId, u64),
     Local(GrantId),
+}
+
+impl Grant {
+    /// The coordinator epoch a worker checks, when a coordinator made the grant.
+    fn epoch(&self) -> Option<u64> {
+        match self {
+            Grant::Peer(_, _, e) | Grant::Here(_, e) => Some(*e),
+            Grant::Local(_) => None,
+        }
+    }
+
+    /// The coordinator that made it, if any.
+    fn coordinator(&self, me: NodeId) -> Option<NodeId> {
+        match self {
+            Grant::Peer(c, _, _) => Some(*c),
+            Grant::Here(..) => Some(me),
+            Grant::Local(_) => None,
+        }
+    }
 }
 
 /// What one send to a worker came to.
 enum Sent {
     Done(JobResult, Vec<u8>),
     Busy,
+    Stale(u64),
     Unusable(String),
     Refused(String),
     Lost(String),
@@ -111,6 +131,8 @@ pub struct Client {
     stats: Arc<Stats>,
     /// Nodes that failed a job lately, and until when they are avoided.
     avoid: Mutex<HashMap<NodeId, Instant>>,
+    /// This node's own connections for jobs and allocations, by peer.
+    conns: Mutex<HashMap<NodeId, Connection>>,
 }
 
 impl Client {
@@ -132,6 +154,7 @@ impl Client {
             local: Mutex::new(Allocation::new(rand_seed())),
             stats,
             avoid: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
         })
     }
 
@@ -161,8 +184,9 @@ impl Client {
                 }
                 Action::Send { worker, attempt } => {
                     let span = info_span!("send", worker = %worker.short(), attempt);
+                    let epoch = grant.as_ref().and_then(Grant::epoch);
                     let sent = self
-                        .send(job, worker, attempt, &hints)
+                        .send(job, worker, attempt, epoch, &hints)
                         .instrument(span)
                         .await;
                     match sent {
@@ -179,6 +203,15 @@ impl Client {
                             other => other,
                         },
                         Sent::Busy => d.on(Event::Busy(worker)),
+                        Sent::Stale(epoch) => {
+                            // The coordinator is stale, not the worker: skip the coordinator.
+                            let me = self.mesh.id();
+                            if let Some(c) = grant.as_ref().and_then(|g| g.coordinator(me)) {
+                                debug!(coordinator = %c.short(), epoch, "stale coordinator; allocating from this node's view");
+                                self.avoid(c);
+                            }
+                            d.on(Event::Busy(worker))
+                        }
                         Sent::Unusable(why) => {
                             debug!(worker = %worker.short(), "worker unusable: {why}");
                             d.on(Event::Unusable(worker))
@@ -278,10 +311,10 @@ impl Client {
         exclude.push(me);
         let coordinator = self.view.borrow().coordinator;
         let granted = match coordinator {
-            Some(c) if c.id == me => Some(
+            Some(c) if c.id == me && !self.avoided(&me) => Some(
                 self.coordinator
                     .allocate(me, job.toolchain, &exclude)
-                    .map(|g| (g.candidates, Grant::Here(g.grant))),
+                    .map(|g| (g.candidates, Grant::Here(g.grant, g.epoch))),
             ),
             Some(c) if self.avoided(&c.id) => None,
             Some(c) => {
@@ -349,8 +382,10 @@ impl Client {
         });
         match self.mesh.request(&conn, &req).await {
             Ok(Reply::Allocated {
-                grant, candidates, ..
-            }) => Some(Ok((candidates, Grant::Peer(coordinator, grant)))),
+                grant,
+                candidates,
+                epoch,
+            }) => Some(Ok((candidates, Grant::Peer(coordinator, grant, epoch)))),
             Ok(Reply::Unavailable(why)) => Some(Err(why)),
             other => {
                 debug!(
@@ -365,15 +400,16 @@ impl Client {
     async fn release(&self, grant: Option<Grant>) {
         match grant {
             None => {}
-            Some(Grant::Here(g)) => self.coordinator.release(g),
+            Some(Grant::Here(g, _)) => self.coordinator.release(g),
             Some(Grant::Local(g)) => {
                 if let Ok(mut l) = self.local.lock() {
                     l.release(g);
                 }
             }
-            Some(Grant::Peer(id, grant)) => {
+            Some(Grant::Peer(id, grant, _)) => {
                 // Best effort: the grant also ends with its expiry or our connection.
-                if let Some(conn) = self.mesh.connection(&id) {
+                let held = self.conns.lock().ok().and_then(|c| c.get(&id).cloned());
+                if let Some(conn) = held {
                     let mesh = self.mesh.clone();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(
@@ -387,15 +423,33 @@ impl Client {
         }
     }
 
-    /// A live connection to `id`: the pooled one, or a dial to its address hints.
+    /// This node's own live connection to `id` (see [`Mesh::dial_private`]): kept from an earlier
+    /// job, or dialed to the address of the membership connection and the hints.
     async fn connection(&self, id: NodeId, addrs: &[SocketAddr]) -> Result<Connection, String> {
-        if let Some(c) = self.mesh.connection(&id) {
+        let held = self.conns.lock().ok().and_then(|c| c.get(&id).cloned());
+        if let Some(c) = held.filter(|c| c.close_reason().is_none()) {
             return Ok(c);
         }
+        let mut tries: Vec<SocketAddr> = self
+            .mesh
+            .connection(&id)
+            .map(|c| c.remote_address())
+            .into_iter()
+            .collect();
+        for a in addrs {
+            if !tries.contains(a) {
+                tries.push(*a);
+            }
+        }
         let mut last = format!("no address known for {}", id.short());
-        for addr in addrs {
-            match tokio::time::timeout(DIAL_TIMEOUT, self.mesh.connect(id, *addr)).await {
-                Ok(Ok(c)) => return Ok(c),
+        for addr in tries {
+            match tokio::time::timeout(DIAL_TIMEOUT, self.mesh.dial_private(id, addr)).await {
+                Ok(Ok(c)) => {
+                    if let Ok(mut conns) = self.conns.lock() {
+                        conns.insert(id, c.clone());
+                    }
+                    return Ok(c);
+                }
                 Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = format!("no answer from {addr} within {DIAL_TIMEOUT:?}"),
             }
@@ -410,6 +464,7 @@ impl Client {
         job: &RemoteJob,
         worker: NodeId,
         attempt: u32,
+        epoch: Option<u64>,
         hints: &HashMap<NodeId, Vec<SocketAddr>>,
     ) -> Sent {
         let addrs = hints.get(&worker).cloned().unwrap_or_default();
@@ -423,7 +478,7 @@ impl Client {
         let header = JobHeader {
             job: job.job,
             attempt,
-            epoch: self.view.borrow().coordinator.map(|c| c.epoch),
+            epoch,
             toolchain: job.toolchain,
             language: job.language,
             mode: job.mode,
@@ -481,9 +536,7 @@ impl Client {
                 Sent::Done(result, output)
             }
             Reply::Busy => Sent::Busy,
-            Reply::StaleEpoch { epoch } => {
-                Sent::Unusable(format!("it follows a newer coordinator (epoch {epoch})"))
-            }
+            Reply::StaleEpoch { epoch } => Sent::Stale(epoch),
             Reply::NoToolchain => Sent::Unusable("it does not have the toolchain".into()),
             Reply::Refused(why) => Sent::Refused(why),
             Reply::Error(e) => Sent::Lost(e),

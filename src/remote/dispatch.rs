@@ -6,9 +6,11 @@
 //! 1. An idle local slot is taken first ([`Dispatch::start`]).
 //! 2. Otherwise ask for ranked candidates (the coordinator, or the same allocator run on the
 //!    gossip view), excluding the workers that failed this job.
-//! 3. Candidates are tried in order; one that is busy, unreachable, fenced by a newer
-//!    coordinator epoch or without the toolchain → the next one; the list spent → ask again.
-//!    Busy is no failure: a busy worker is not excluded from the next round.
+//! 3. Candidates are tried in order; one that is busy, unreachable or without the toolchain →
+//!    the next one; the list spent → ask again, excluding the failed ones. Busy is no failure: a
+//!    busy worker is not excluded from the next round. A worker that refuses a grant because it
+//!    follows a newer coordinator epoch counts as busy here (the client then skips the stale
+//!    coordinator and allocates from its own view).
 //! 4. Every worker busy (nothing free anywhere, or a whole round of Busy) → wait and ask again;
 //!    a local slot freeing meanwhile is taken (that is no fallback either).
 //! 5. A worker lost mid-job (connection lost, timed out, member down) → the job runs again
@@ -130,8 +132,7 @@ pub enum Event {
     NoCandidates(NoCandidates),
     /// The worker had no free slot.
     Busy(NodeId),
-    /// The worker could not be reached, or follows a newer coordinator epoch, or lacks the
-    /// toolchain: it did not start the job.
+    /// The worker could not be reached, or lacks the toolchain: it did not start the job.
     Unusable(NodeId),
     /// The worker refused the job's arguments.
     Refused(NodeId),
