@@ -886,7 +886,7 @@ mod tests {
     }
 
     /// History of the coordinators every node named, one entry per change.
-    fn watch(sim: &mut Sim, ms: u64, history: &mut Vec<Vec<Coordinator>>) {
+    fn watch(sim: &mut Sim, ms: u64, history: &mut [Vec<Coordinator>]) {
         for _ in 0..ms / 50 {
             sim.run(50);
             for (i, n) in sim.nodes.iter().enumerate() {
