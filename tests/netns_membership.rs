@@ -126,8 +126,10 @@ fn five_nodes_with_only_the_token_find_each_other_and_survive_the_coordinator() 
         &daemons,
         |_| true,
     );
-    // Every member is listed at its host's address.
+    // Every member is listed at its host's address; no datagram was malformed or dropped.
     let v = status(&homes[0]).expect("status");
+    assert_eq!(v["membership"]["malformed"], 0, "{v}");
+    assert_eq!(v["membership"]["dropped"], 0, "{v}");
     for m in v["members"].as_array().expect("members") {
         let i = ids
             .iter()

@@ -127,18 +127,8 @@ pub struct Outgoing {
     pub data: Vec<u8>,
 }
 
-/// Counters of what the core dropped or did, for status and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Datagrams that did not decode, or claimed another sender than their connection's.
-    pub malformed: u64,
-    /// foca packets foca refused (stale, not for us, bad broadcast).
-    pub refused: u64,
-    /// Coordinator verifications started.
-    pub verifications: u64,
-    /// Times this node found it had stalled.
-    pub stalls: u64,
-}
+/// Counters of what the core dropped or did (`dropped` is the transport's, left 0 here).
+pub type Counters = crate::mesh::proto::MembershipCounters;
 
 /// foca's runtime: collects what foca asks for, for the core to act on.
 #[derive(Default)]
