@@ -132,6 +132,12 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         Some(c) => println!("coordinator  {}  epoch {}", c.node_id, c.epoch),
         None => println!("coordinator  (none yet)"),
     }
+    if let Some(c) = &info.membership {
+        println!(
+            "gossip   dropped {} malformed {} refused {} verifications {} stalls {}",
+            c.dropped, c.malformed, c.refused, c.verifications, c.stalls
+        );
+    }
     println!("members  {}", info.members.len());
     for m in &info.members {
         let class = m
@@ -159,5 +165,6 @@ fn offline(config: &Config) -> anyhow::Result<StatusInfo> {
         listen: None,
         members: Vec::new(),
         coordinator: None,
+        membership: None,
     })
 }

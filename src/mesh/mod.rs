@@ -208,6 +208,10 @@ impl Started {
                 node_id: c.id,
                 epoch: c.epoch,
             }),
+            membership: Some(proto::MembershipCounters {
+                dropped: self.mesh.dropped_datagrams(),
+                ..self.membership.counters()
+            }),
         }
     }
 

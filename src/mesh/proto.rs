@@ -264,6 +264,23 @@ pub struct StatusInfo {
     pub members: Vec<MemberInfo>,
     /// The coordinator it follows, once one is known.
     pub coordinator: Option<CoordinatorInfo>,
+    /// Membership counters (none from the transport alone).
+    pub membership: Option<MembershipCounters>,
+}
+
+/// What membership dropped or did since the daemon started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipCounters {
+    /// Datagrams that did not decode or claimed another sender than their connection's.
+    pub malformed: u64,
+    /// SWIM packets refused (stale, not for this node, bad gossip item).
+    pub refused: u64,
+    /// Datagrams dropped before decoding: too large, or the queue was full.
+    pub dropped: u64,
+    /// Coordinator verifications (direct and indirect probes) started.
+    pub verifications: u64,
+    /// Times this node found it had stalled (SIGSTOP, suspend, starvation).
+    pub stalls: u64,
 }
 
 /// Errors in reading or writing frames.

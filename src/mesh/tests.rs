@@ -423,6 +423,10 @@ async fn membership_over_quic_datagrams() {
     })
     .await;
     assert_eq!(coordinator()[0].unwrap().id, nodes[0].0.id(), "the oldest");
+    for (mesh, _, m, _) in &nodes {
+        assert_eq!(m.counters().malformed, 0);
+        assert_eq!(mesh.dropped_datagrams(), 0);
+    }
     // Every member is listed at the address it is bound to (its own idea of its address).
     let v = nodes[1].1.view.borrow().clone();
     assert_eq!(

@@ -858,6 +858,7 @@ impl Mesh {
             listen: self.local_addr().map(|a| a.to_string()),
             members,
             coordinator: None,
+            membership: None,
         }
     }
 

@@ -58,6 +58,9 @@ pub struct Settings {
     pub verify_timeout: Duration,
     /// While alone, suggestions are announced to again this often.
     pub rejoin_interval: Duration,
+    /// Running this much later than the core's deadline means this node itself stalled
+    /// (SIGSTOP, suspend, starved): its own silence measurements are then void.
+    pub stall: Duration,
     /// Seed of foca's random choices and of probe nonces.
     pub seed: u64,
 }
@@ -79,6 +82,7 @@ impl Default for Settings {
             advert_refresh: Duration::from_secs(10),
             verify_timeout: Duration::from_millis(300),
             rejoin_interval: Duration::from_secs(2),
+            stall: Duration::from_secs(1),
             seed: 0,
         }
     }
@@ -123,16 +127,8 @@ pub struct Outgoing {
     pub data: Vec<u8>,
 }
 
-/// Counters of what the core dropped or did, for status and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Datagrams that did not decode, or claimed another sender than their connection's.
-    pub malformed: u64,
-    /// foca packets foca refused (stale, not for us, bad broadcast).
-    pub refused: u64,
-    /// Coordinator verifications started.
-    pub verifications: u64,
-}
+/// Counters of what the core dropped or did (`dropped` is the transport's, left 0 here).
+pub type Counters = crate::mesh::proto::MembershipCounters;
 
 /// foca's runtime: collects what foca asks for, for the core to act on.
 #[derive(Default)]
@@ -188,6 +184,7 @@ pub struct Core {
     out: Vec<Outgoing>,
     dirty: bool,
     counters: Counters,
+    expected_wake: Option<u64>,
 }
 
 /// Suggestions remembered for re-announcing while alone (bounded).
@@ -235,6 +232,7 @@ impl Core {
             out: Vec::new(),
             dirty: true,
             counters: Counters::default(),
+            expected_wake: None,
             settings,
         };
         core.poll(now);
@@ -312,6 +310,7 @@ impl Core {
 
     /// A datagram from `from` (authenticated by the connection it came on).
     pub fn datagram(&mut self, from: NodeId, data: &[u8], now: u64) {
+        self.observe(now);
         match data.split_first() {
             Some((&TAG_SWIM, body)) if body.len() <= self.settings.max_packet => {
                 // The packet must come from the node the connection authenticated.
@@ -397,6 +396,7 @@ impl Core {
 
     /// Runs what is due at `now`: foca timers, election, verification deadline, adverts.
     pub fn poll(&mut self, now: u64) {
+        self.observe(now);
         while let Some(Reverse((due, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -434,6 +434,28 @@ impl Core {
                 }
             }
             self.drain_outbox(now);
+        }
+        self.expected_wake = self.next_deadline();
+    }
+
+    /// Notices a stall of this node: it ran far later than its deadline, so the coordinator's
+    /// silence it measured is its own. The coordinator gets a fresh silence window (Lifeguard's
+    /// lesson: suspect yourself first) instead of a verification that fresh dials may lose.
+    fn observe(&mut self, now: u64) {
+        let Some(due) = self.expected_wake.take() else {
+            return;
+        };
+        if now > due.saturating_add(ms(self.settings.stall)) {
+            self.counters.stalls += 1;
+            info!(
+                late_ms = now - due,
+                "this node stalled; the coordinator gets a fresh silence window"
+            );
+            self.verify = None;
+            if let Some(c) = self.election.claim() {
+                let actions = self.election.claim_received(c, now);
+                self.actions(actions, now);
+            }
         }
     }
 
@@ -851,6 +873,55 @@ mod tests {
                 3
             );
         }
+    }
+
+    /// History of the coordinators every node named, one entry per change.
+    fn watch(sim: &mut Sim, ms: u64, history: &mut [Vec<Coordinator>]) {
+        for _ in 0..ms / 50 {
+            sim.run(50);
+            for (i, n) in sim.nodes.iter().enumerate() {
+                if let Some(c) = n.snapshot().coordinator.filter(|_| sim.up[i]) {
+                    if history[i].last() != Some(&c) {
+                        history[i].push(c);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sleeping_members_and_a_sleeping_coordinator_cause_no_flapping() {
+        let mut sim = Sim::new(5);
+        sim.join_all_via(0);
+        sim.run(8_000);
+        let first = sim.coordinators()[0].unwrap();
+        let coord = sim.index(first.id).unwrap();
+        let mut history = vec![Vec::new(); 5];
+        // Each member in turn sleeps for 10 s (SIGSTOP: no timers, nothing received).
+        for sleeper in (0..5).filter(|&i| i != coord) {
+            sim.up[sleeper] = false;
+            watch(&mut sim, 10_000, &mut history);
+            sim.up[sleeper] = true;
+            watch(&mut sim, 10_000, &mut history);
+            assert!(sim.coordinators().iter().all(|c| *c == Some(first)));
+        }
+        assert!(sim.nodes.iter().all(|n| n.counters().stalls <= 1));
+        // Then the coordinator: replaced once, and it follows its successor on waking.
+        sim.up[coord] = false;
+        watch(&mut sim, 10_000, &mut history);
+        sim.up[coord] = true;
+        watch(&mut sim, 10_000, &mut history);
+        let c = sim.coordinators();
+        assert!(c.iter().all(|x| *x == c[0]), "{c:?}");
+        assert_eq!(c[0].unwrap().epoch, first.epoch + 1);
+        for (i, h) in history.iter().enumerate() {
+            assert!(h.len() <= 2, "node {i} flapped: {h:?}");
+            assert!(
+                h.windows(2).all(|w| w[1].epoch > w[0].epoch),
+                "node {i}: {h:?}"
+            );
+        }
+        assert!(sim.nodes[coord].counters().stalls >= 1);
     }
 
     #[test]

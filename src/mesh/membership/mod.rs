@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
-use self::core::{Core, Outgoing, Settings};
+use self::core::{Core, Counters, Outgoing, Settings};
 use self::identity::Ident;
 use super::identity::NodeId;
 use super::transport::Mesh;
@@ -60,6 +60,7 @@ enum Command {
 pub struct Membership {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
+    counters: watch::Receiver<Counters>,
 }
 
 impl Drop for Membership {
@@ -79,8 +80,26 @@ impl Membership {
         suggestions: mpsc::Receiver<Suggestion>,
     ) -> Self {
         let (commands, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run(mesh, views, settings, start, suggestions, rx));
-        Membership { commands, task }
+        let (counters_tx, counters) = watch::channel(Counters::default());
+        let task = tokio::spawn(run(
+            mesh,
+            views,
+            settings,
+            start,
+            suggestions,
+            rx,
+            counters_tx,
+        ));
+        Membership {
+            commands,
+            task,
+            counters,
+        }
+    }
+
+    /// What the core dropped or did so far.
+    pub fn counters(&self) -> Counters {
+        *self.counters.borrow()
     }
 
     /// Leaves gracefully: a coordinator hands over, members are told, then the task ends.
@@ -115,6 +134,7 @@ async fn run(
     start: Start,
     mut suggestions: mpsc::Receiver<Suggestion>,
     mut commands: mpsc::Receiver<Command>,
+    counters: watch::Sender<Counters>,
 ) {
     let epoch = Instant::now();
     let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -141,6 +161,7 @@ async fn run(
         if let Some(s) = core.take_snapshot() {
             views.view.send_replace(s);
         }
+        counters.send_if_modified(|c| std::mem::replace(c, core.counters()) != *c);
         let deadline = core
             .next_deadline()
             .map(|d| epoch + Duration::from_millis(d))
