@@ -177,6 +177,13 @@ impl Pipeline {
                 self.stats.count(Event::NotDistributable(why.reason()));
                 None
             }
+            // clang's debug info names the compile's own directory (and, with DWARF 5, its file
+            // table differs from a local compile): such jobs stay here.
+            (Some(_), Ok(())) if family == CompilerFamily::Clang && job.key_includes_cwd => {
+                self.stats
+                    .count(Event::NotDistributable("clang_debug_info"));
+                None
+            }
             // The dependency file of an already preprocessed input comes only from its compile.
             (Some(_), Ok(()))
                 if !job.language.needs_preprocessing() && !job.dependency_args.is_empty() =>
