@@ -268,3 +268,39 @@ fn the_clients_address_changing_mid_build_retries_nothing() {
     );
     assert_eq!(s["retries"], 0, "{s}");
 }
+
+/// Slots in use on member `id` as `home`'s view shows them.
+fn busy_in_view(home: &Home, id: &str) -> Option<u64> {
+    let out = output(&mut home.meshcc(["status", "--json"]));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    s["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == id)?["slots_busy"]
+        .as_u64()
+}
+
+#[test]
+fn a_client_killed_mid_build_leaves_no_slot_taken() {
+    let Some(lab) = Lab::new(3) else { return };
+    let hs = homes(3, 0, 2);
+    let ids: Vec<String> = hs.iter().map(node_id).collect();
+    let mut d: Vec<Daemon> = (0..3).map(|i| lab.start_daemon(i + 1, &hs[i])).collect();
+    wait_for_workers(&hs[0], 2);
+    let (dir, _, _) = project(&hs[0]);
+    let mut build = start_build(&lab, &hs[0], &dir);
+    wait_until("both workers busy, as host 3 sees host 2", || {
+        served(&hs[1]) + served(&hs[2]) > 0 && busy_in_view(&hs[2], &ids[1]).unwrap_or(0) > 0
+    });
+    d[0].kill();
+    let killed = std::time::Instant::now();
+    let _ = build.kill();
+    let _ = build.wait();
+    wait_until("host 2's slots free again, as host 3 sees them", || {
+        busy_in_view(&hs[2], &ids[1]) == Some(0)
+    });
+    eprintln!(
+        "slots of host 2 seen free by host 3 {:?} after the client was killed",
+        killed.elapsed()
+    );
+}

@@ -394,10 +394,11 @@ impl Pipeline {
     }
 
     /// The text a worker compiles, the local preprocessor's diagnostics for it, and the remote
-    /// options. For gcc it is the `-fdirectives-only` output (macros expanded on the worker),
-    /// which keeps diagnostics' columns and the debug line tables identical to a local compile
-    /// (research/wrapper.md §4.2); otherwise, or if that run fails, the fully preprocessed
-    /// text the key was made from.
+    /// options. With debug info and gcc it is the `-fdirectives-only` output (macros expanded
+    /// on the worker), which keeps the line tables identical to a local compile
+    /// (research/wrapper.md §4.2); otherwise, or if that run fails, the fully preprocessed text
+    /// the key was made from (identical objects without debug info, and no second
+    /// preprocessor run).
     async fn remote_input(
         &self,
         req: &CompileRequest,
@@ -410,6 +411,7 @@ impl Pipeline {
         // -fdirectives-only refuses -Wunused-macros and is unreliable with -pedantic
         // (icecream and sccache avoid it there too).
         let directives_only = family == CompilerFamily::Gcc
+            && job.key_includes_cwd
             && job.language.needs_preprocessing()
             && !remote_args.iter().any(|a| {
                 a == "-Wunused-macros" || a.starts_with("-pedantic") || a == "-traditional"
