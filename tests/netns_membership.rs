@@ -322,3 +322,32 @@ fn a_renumbered_node_is_seen_at_its_new_address_as_the_same_node() {
         |_| true,
     );
 }
+
+#[test]
+fn a_coordinator_stopped_gracefully_hands_over_to_its_successor() {
+    let Some(lab) = Lab::new(3) else { return };
+    let (homes, ids, daemons) = mesh(&lab, 3);
+    let first = wait_agreed(
+        "three nodes to agree",
+        &homes,
+        &ids,
+        &all(3),
+        &daemons,
+        |_| true,
+    );
+    let leaving = ids.iter().position(|id| *id == first.0).expect("a member");
+    // `meshcc stop` (like SIGTERM): the coordinator names its successor at epoch + 1 and leaves.
+    homes[leaving].stop();
+    let rest: Vec<usize> = all(3).into_iter().filter(|&i| i != leaving).collect();
+    let next = wait_agreed(
+        "the others to follow the successor",
+        &homes,
+        &ids,
+        &rest,
+        &daemons,
+        |c| c.0 != first.0,
+    );
+    assert_eq!(next.1, first.1 + 1, "{first:?} then {next:?}");
+    let log = daemons[leaving].as_ref().expect("started").log();
+    assert!(log.contains("no longer the coordinator"), "{log}");
+}
