@@ -245,6 +245,15 @@ impl Allocator {
         }
     }
 
+    /// Releases one grant only if `client` holds it (a peer's release request). False otherwise.
+    pub fn release_of(&mut self, grant: GrantId, client: NodeId) -> bool {
+        if self.grants.get(&grant).is_some_and(|g| g.client == client) {
+            self.release(grant)
+        } else {
+            false
+        }
+    }
+
     /// Releases every grant held by a client (it went down); returns how many.
     pub fn release_client(&mut self, client: NodeId) -> usize {
         let ids: Vec<GrantId> = self
@@ -522,6 +531,22 @@ mod tests {
         assert_eq!(a.release_client(id(200)), 2);
         let total: u32 = (1..=3).map(|i| a.granted(id(i))).sum();
         assert_eq!(total, 1);
+    }
+
+    #[test]
+    fn only_the_holder_releases_a_grant() {
+        let mut a = table(1);
+        let g = a
+            .allocate(&request(1, &[]), 0, 99, &mut SplitMix64::new(3))
+            .unwrap()
+            .grant;
+        assert!(
+            !a.release_of(g, id(201)),
+            "another client's release is ignored"
+        );
+        assert_eq!(a.granted(id(1)), 1);
+        assert!(a.release_of(g, id(200)));
+        assert_eq!(a.granted(id(1)), 0);
     }
 
     #[test]

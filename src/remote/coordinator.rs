@@ -100,6 +100,11 @@ impl Allocation {
         self.alloc.release(grant)
     }
 
+    /// Releases one grant held by `client` (another client's grant is left alone).
+    pub fn release_of(&mut self, grant: GrantId, client: NodeId) -> bool {
+        self.alloc.release_of(grant, client)
+    }
+
     /// Releases every grant of a client that went away.
     pub fn release_client(&mut self, client: NodeId) -> usize {
         self.alloc.release_client(client)
@@ -238,7 +243,9 @@ impl Coordinator {
                 .await
             }
             Request::Release { grant } => {
-                self.release(GrantId(grant));
+                if let Ok(mut st) = self.state.lock() {
+                    st.release_of(GrantId(grant), peer);
+                }
                 Reply::Released
             }
             _ => return,
