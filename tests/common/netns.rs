@@ -184,11 +184,7 @@ impl Lab {
             .enter(&mut cmd)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{what}` in host {i}: {e}"));
-        let daemon = Daemon {
-            child,
-            home: home.home.clone(),
-            log,
-        };
+        let daemon = Daemon { child, log };
         let clustered = home.home.join("data/cluster.secret").exists();
         wait_until(&format!("the daemon in host {i} to serve"), || {
             assert!(
@@ -270,7 +266,6 @@ impl Host<'_> {
 /// A `meshcc daemon` running in a lab host; killed (SIGKILL) when dropped.
 pub struct Daemon {
     child: Child,
-    home: PathBuf,
     log: PathBuf,
 }
 
@@ -278,11 +273,6 @@ impl Daemon {
     /// Its pid.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
-    }
-
-    /// Its `MESHCC_HOME`.
-    pub fn home(&self) -> &Path {
-        &self.home
     }
 
     /// What it wrote to stderr (its log), for failure messages.
