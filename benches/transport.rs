@@ -1,13 +1,15 @@
 //! Mesh transport benchmark (issue 3): request round trip and bulk throughput over meshcc's
-//! QUIC transport on loopback, next to a plain TCP baseline (tokio `TcpStream`) in the same run.
+//! QUIC transport, next to a plain TCP baseline (tokio `TcpStream`) in the same run: on
+//! loopback, then (as root, with iproute2) between two hosts of a namespace lab
+//! (`netsim/ns/lab.sh`: veth pairs on a bridge, the path a LAN packet takes through a kernel).
 //!
 //! `cargo bench --bench transport` (release build). The two transports take turns, round after
 //! round, so a burst of load elsewhere on the machine hits both. Tunables: `ROUNDS` (default 5),
 //! `PINGS` (round trips per round, default 2000), `BULK_MIB` (upload size, default 256; one
 //! upload per round). Method and figures: `docs/benchmarks.md`, section "Mesh transport".
-//! Loopback only: no traffic leaves the host.
+//! Loopback and the lab only: no traffic leaves the host.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,13 +26,89 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Where one end's sockets are made: an address, and a lab host's network namespace if any.
+struct End {
+    ip: IpAddr,
+    netns: Option<String>,
+}
+
+impl End {
+    fn loopback() -> Self {
+        Self {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            netns: None,
+        }
+    }
+
+    /// Runs `f` (which makes a socket) in this end's namespace: on a thread of its own that
+    /// enters it (a socket stays in the namespace it was made in).
+    fn make<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let Some(ns) = self.netns.clone() else {
+            return f();
+        };
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+            // SAFETY: setns on this thread only, with a descriptor that stays open meanwhile.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the socket thread panicked"))?
+    }
+}
+
+/// A two-host namespace lab made with `netsim/ns/lab.sh`, removed when dropped. Named like the
+/// tests' labs (`mc<pid>x<k>`), so a killed run's lab is removed by the next test.
+struct Lab(String);
+
+impl Lab {
+    fn script() -> std::process::Command {
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/netsim/ns/lab.sh"))
+    }
+
+    fn up() -> Result<Self, String> {
+        if !nix::unistd::getuid().is_root() {
+            return Err("network namespaces need root".into());
+        }
+        let lab = Self(format!("mc{}x1000", std::process::id()));
+        match Self::script().args(["up", &lab.0, "2"]).output() {
+            Ok(o) if o.status.success() => Ok(lab),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+            Err(e) => Err(format!("cannot run lab.sh: {e}")),
+        }
+    }
+
+    fn end(&self, i: usize) -> anyhow::Result<End> {
+        let out = Self::script()
+            .args(["addr", &self.0, &i.to_string()])
+            .output()?;
+        let ip = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        Ok(End {
+            ip,
+            netns: Some(format!("{}-h{i}", self.0)),
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Self::script().args(["down", &self.0]).status();
+    }
+}
+
 /// One side of the comparison: a connection that can ping and upload.
 trait Link {
     async fn ping(&mut self, n: u64) -> anyhow::Result<()>;
     async fn upload(&mut self, data: &[u8]) -> anyhow::Result<[u8; 32]>;
 }
 
-/// Two mesh nodes on loopback and the connection between them.
+/// Two mesh nodes and the connection between them.
 struct MeshLink {
     client: Arc<Mesh>,
     server: Arc<Mesh>,
@@ -38,14 +116,34 @@ struct MeshLink {
 }
 
 impl MeshLink {
-    async fn new() -> anyhow::Result<Self> {
+    async fn new(server: &End, client: &End) -> anyhow::Result<Self> {
         let secret = ClusterSecret::generate()?;
-        let config = || TransportConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..TransportConfig::default()
+        let node = |end: &End, secret: ClusterSecret| -> anyhow::Result<Arc<Mesh>> {
+            let ip = end.ip;
+            let socket = end.make(move || {
+                use socket2::{Domain, Protocol, Socket, Type};
+                let at = SocketAddr::new(ip, 0);
+                let s = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+                // As the daemon's endpoint (`Mesh::bind`): 4 MiB buffers.
+                s.set_recv_buffer_size(4 << 20)?;
+                s.set_send_buffer_size(4 << 20)?;
+                s.set_nonblocking(true)?;
+                s.bind(&at.into())?;
+                Ok(std::net::UdpSocket::from(s))
+            })?;
+            let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+            let socket = runtime.wrap_udp_socket(socket)?;
+            let config = TransportConfig {
+                listen: SocketAddr::new(ip, 0),
+                ..TransportConfig::default()
+            };
+            let key = Arc::new(NodeKey::generate()?);
+            Ok(Mesh::with_socket(
+                config, key, secret, socket, runtime, true,
+            )?)
         };
-        let server = Mesh::bind(config(), Arc::new(NodeKey::generate()?), secret.clone())?;
-        let client = Mesh::bind(config(), Arc::new(NodeKey::generate()?), secret)?;
+        let server = node(server, secret.clone())?;
+        let client = node(client, secret)?;
         let at = server
             .local_addr()
             .ok_or_else(|| anyhow::anyhow!("the server has no address"))?;
@@ -74,7 +172,7 @@ impl Link for MeshLink {
     }
 }
 
-/// The TCP baseline: one loopback connection with `TCP_NODELAY`; `P` + 8 bytes is echoed,
+/// The TCP baseline: one connection with `TCP_NODELAY`; `P` + 8 bytes is echoed,
 /// `U` + length + bytes is hashed with BLAKE3 (as the mesh's upload is), the digest answered.
 struct TcpLink {
     stream: TcpStream,
@@ -82,16 +180,21 @@ struct TcpLink {
 }
 
 impl TcpLink {
-    async fn new() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    async fn new(server: &End, client: &End) -> anyhow::Result<Self> {
+        let ip = server.ip;
+        let listener = server.make(move || std::net::TcpListener::bind((ip, 0)))?;
         let at = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let server = tokio::spawn(async move {
             if let Ok((s, _)) = listener.accept().await {
                 let _ = s.set_nodelay(true);
                 let _ = Self::serve(s).await;
             }
         });
-        let stream = TcpStream::connect(at).await?;
+        let stream = client.make(move || std::net::TcpStream::connect(at))?;
+        stream.set_nonblocking(true)?;
+        let stream = TcpStream::from_std(stream)?;
         stream.set_nodelay(true)?;
         Ok(Self { stream, server })
     }
@@ -222,28 +325,65 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let (m, t) = runtime.block_on(async {
-        let mut mesh = MeshLink::new().await?;
-        let mut tcp = TcpLink::new().await?;
-        // Warm-up: connections, windows, caches.
-        let (mut m, mut t) = (Figures::default(), Figures::default());
-        m.round(&mut mesh, pings / 10 + 1, &data[..data.len().min(1 << 20)])
-            .await?;
-        t.round(&mut tcp, pings / 10 + 1, &data[..data.len().min(1 << 20)])
-            .await?;
-        let (mut m, mut t) = (Figures::default(), Figures::default());
-        for _ in 0..rounds {
-            t.round(&mut tcp, pings, &data).await?;
-            m.round(&mut mesh, pings, &data).await?;
-        }
-        mesh.close().await;
-        tcp.close().await;
-        anyhow::Ok((m, t))
-    })?;
-    println!(
-        "mesh transport on loopback: {rounds} rounds of {pings} round trips and one {mib} MiB upload \
-         (BLAKE3 at the receiver), TCP and QUIC taking turns"
+    let how = format!(
+        "{rounds} rounds of {pings} round trips and one {mib} MiB upload (BLAKE3 at the \
+         receiver), TCP and QUIC taking turns"
     );
+    let (m, t) = runtime.block_on(compare(
+        &End::loopback(),
+        &End::loopback(),
+        rounds,
+        pings,
+        &data,
+    ))?;
+    report(&format!("mesh transport on loopback: {how}"), &m, &t);
+    match Lab::up() {
+        Ok(lab) => {
+            let (server, client) = (lab.end(2)?, lab.end(1)?);
+            let (m, t) = runtime.block_on(compare(&server, &client, rounds, pings, &data))?;
+            report(
+                &format!(
+                    "mesh transport between two lab hosts ({} -> {}, veth + bridge): {how}",
+                    client.ip, server.ip
+                ),
+                &m,
+                &t,
+            );
+        }
+        Err(why) => println!("\nlab comparison skipped: {why}"),
+    }
+    Ok(())
+}
+
+/// Warms both links up, then runs the rounds, TCP and QUIC taking turns.
+async fn compare(
+    server: &End,
+    client: &End,
+    rounds: usize,
+    pings: usize,
+    data: &[u8],
+) -> anyhow::Result<(Figures, Figures)> {
+    let mut mesh = MeshLink::new(server, client).await?;
+    let mut tcp = TcpLink::new(server, client).await?;
+    let warm = &data[..data.len().min(1 << 20)];
+    Figures::default()
+        .round(&mut mesh, pings / 10 + 1, warm)
+        .await?;
+    Figures::default()
+        .round(&mut tcp, pings / 10 + 1, warm)
+        .await?;
+    let (mut m, mut t) = (Figures::default(), Figures::default());
+    for _ in 0..rounds {
+        t.round(&mut tcp, pings, data).await?;
+        m.round(&mut mesh, pings, data).await?;
+    }
+    mesh.close().await;
+    tcp.close().await;
+    Ok((m, t))
+}
+
+fn report(title: &str, m: &Figures, t: &Figures) {
+    println!("\n{title}");
     println!(
         "{:<30} {:>12} {:>12} {:>8}",
         "", "meshcc QUIC", "plain TCP", "ratio"
@@ -265,5 +405,4 @@ fn main() -> anyhow::Result<()> {
     println!("per round, TCP  median µs: {}", list(&t.round_medians_us));
     println!("per round, mesh MiB/s:     {}", list(&m.mib_s));
     println!("per round, TCP  MiB/s:     {}", list(&t.mib_s));
-    Ok(())
 }
