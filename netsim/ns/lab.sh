@@ -119,7 +119,7 @@ list() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E -- '-sw$' || true); do
     name=${ns%-sw}
     echo "$name"
-    for h in $(lab_namespaces "$name" | grep -E -- '-h[0-9]+$' | sort -t h -k2 -n); do
+    for h in $(lab_namespaces "$name" | grep -E -- '-h[0-9]+$' | awk -F-h '{print $NF, $0}' | sort -n | cut -d' ' -f2); do
       i=${h##*-h}
       printf '  h%s %s %s\n' "$i" "$(addr "$name" "$i" || true)" \
         "$(ip -n "$ns" -o link show "h$i" 2>/dev/null | grep -q 'state UP\|,UP' && echo up || echo cut)"
