@@ -46,11 +46,20 @@ lab_namespaces() {
 }
 
 down() {
-  local name=$1 ns pids
-  for ns in $(lab_namespaces "$name"); do
-    # Processes still inside would keep the namespace (and its interfaces) alive.
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+  local name=$1 ns pids left round
+  # Processes still inside would keep the namespaces alive; kill them until none is left (one
+  # may have forked meanwhile), a few rounds at most.
+  for round in 1 2 3 4 5; do
+    left=""
+    for ns in $(lab_namespaces "$name"); do
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      if [ -n "$pids" ]; then
+        left=1
+        kill -KILL $pids 2>/dev/null || true
+      fi
+    done
+    [ -n "$left" ] || break
+    sleep 0.1
   done
   for ns in $(lab_namespaces "$name"); do
     ip netns del "$ns" 2>/dev/null || true
