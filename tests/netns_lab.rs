@@ -1,6 +1,7 @@
 //! The namespace lab itself (`netsim/ns/lab.sh`, `tests/common/netns.rs`): five hosts with
 //! multicast between all of them (what mDNS needs), and nothing left behind: not after a test
-//! panics, not after `lab.sh up` is interrupted, and `down` may run twice.
+//! panics, not after `lab.sh up` is interrupted, not after a test process is killed, and
+//! `down` may run twice.
 
 mod common;
 
@@ -252,4 +253,22 @@ fn cut_heal_stop_and_cont() {
     fails("daemon stopped");
     daemon.cont();
     works("daemon continued");
+}
+
+/// A test process killed outright (no unwinding, no `Drop`) leaves its lab; the next
+/// `Lab::new` of any test removes it.
+#[test]
+fn the_lab_of_a_killed_test_is_removed_by_the_next() {
+    if let Some(why) = unsupported() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut gone = Command::new("true").spawn().expect("run true");
+    let dead = gone.id();
+    gone.wait().expect("wait for true");
+    let orphan = format!("mc{dead}x0");
+    run(Command::new(lab_script()).args(["up", &orphan, "2"]));
+    assert_eq!(namespaces_of(&orphan).len(), 3, "the orphan lab exists");
+    let _lab = Lab::new(1).expect("supported");
+    assert_eq!(namespaces_of(&orphan), Vec::<String>::new(), "orphan left");
 }

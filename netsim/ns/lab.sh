@@ -46,11 +46,20 @@ lab_namespaces() {
 }
 
 down() {
-  local name=$1 ns pids
-  for ns in $(lab_namespaces "$name"); do
-    # Processes still inside would keep the namespace (and its interfaces) alive.
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+  local name=$1 ns pids left round
+  # Processes still inside would keep the namespaces alive; kill them until none is left (one
+  # may have forked meanwhile), a few rounds at most.
+  for round in 1 2 3 4 5; do
+    left=""
+    for ns in $(lab_namespaces "$name"); do
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      if [ -n "$pids" ]; then
+        left=1
+        kill -KILL $pids 2>/dev/null || true
+      fi
+    done
+    [ -n "$left" ] || break
+    sleep 0.1
   done
   for ns in $(lab_namespaces "$name"); do
     ip netns del "$ns" 2>/dev/null || true
@@ -119,7 +128,7 @@ list() {
   for ns in $(ip netns list | awk '{print $1}' | grep -E -- '-sw$' || true); do
     name=${ns%-sw}
     echo "$name"
-    for h in $(lab_namespaces "$name" | grep -E -- '-h[0-9]+$' | sort -t h -k2 -n); do
+    for h in $(lab_namespaces "$name" | grep -E -- '-h[0-9]+$' | awk -F-h '{print $NF, $0}' | sort -n | cut -d' ' -f2); do
       i=${h##*-h}
       printf '  h%s %s %s\n' "$i" "$(addr "$name" "$i" || true)" \
         "$(ip -n "$ns" -o link show "h$i" 2>/dev/null | grep -q 'state UP\|,UP' && echo up || echo cut)"

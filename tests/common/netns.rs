@@ -11,7 +11,8 @@
 //!
 //! Host `i` (1-based) has one interface `eth0` in its own namespace; every process a test starts
 //! there sees only the lab. Dropping the [`Lab`] kills everything running inside it and removes
-//! every namespace, also when the test panicked; [`Daemon`]s are killed when dropped.
+//! every namespace, also when the test panicked; [`Daemon`]s are killed when dropped. A test
+//! process killed outright cannot drop anything: the next [`Lab::new`] removes its labs.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -66,6 +67,35 @@ pub fn namespaces_of(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes the labs of test processes that died without dropping them (SIGKILL, a killed
+/// `cargo test`): every `mc<pid>x<k>` lab whose pid is gone.
+pub fn reap_orphans() {
+    let out = run(Command::new("ip").args(["netns", "list"]));
+    let mut orphans: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|ns| ns.rsplit_once('-').map(|(lab, _)| lab.to_owned()))
+        .filter(|lab| {
+            lab.strip_prefix("mc")
+                .and_then(|rest| rest.split_once('x'))
+                .and_then(|(pid, k)| {
+                    k.parse::<u32>().ok()?;
+                    pid.parse::<i32>().ok()
+                })
+                .is_some_and(|pid| !pid_alive(pid))
+        })
+        .collect();
+    orphans.sort();
+    orphans.dedup();
+    for lab in orphans {
+        eprintln!("removing lab {lab}, left by a test process that is gone");
+        let _ = Command::new(lab_script())
+            .args(["down", &lab])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
 /// A unique lab name for this process: `mc<pid>x<counter>`.
 pub fn unique_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -112,6 +142,7 @@ impl Lab {
             eprintln!("skipped: {why}");
             return None;
         }
+        reap_orphans();
         let name = unique_name();
         // The guard exists before `up` runs, so a failing `up` is cleaned up twice, not never.
         let lab = Self { name, n };
@@ -184,11 +215,7 @@ impl Lab {
             .enter(&mut cmd)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start `{what}` in host {i}: {e}"));
-        let daemon = Daemon {
-            child,
-            home: home.home.clone(),
-            log,
-        };
+        let daemon = Daemon { child, log };
         let clustered = home.home.join("data/cluster.secret").exists();
         wait_until(&format!("the daemon in host {i} to serve"), || {
             assert!(
@@ -270,7 +297,6 @@ impl Host<'_> {
 /// A `meshcc daemon` running in a lab host; killed (SIGKILL) when dropped.
 pub struct Daemon {
     child: Child,
-    home: PathBuf,
     log: PathBuf,
 }
 
@@ -278,11 +304,6 @@ impl Daemon {
     /// Its pid.
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
-    }
-
-    /// Its `MESHCC_HOME`.
-    pub fn home(&self) -> &Path {
-        &self.home
     }
 
     /// What it wrote to stderr (its log), for failure messages.
