@@ -42,6 +42,7 @@ const IGNORED_PREFIXES: &[&str] = &[
     "zt",
     "tailscale",
     "wg",
+    "ifb",
 ];
 
 /// Which interfaces mDNS runs on, from `names` (all this host has): the `only` list if given,
@@ -204,6 +205,7 @@ mod tests {
     fn bridges_and_loopback_are_left_out_unless_named() {
         let all = names(&[
             "lo", "eth0", "enp3s0", "wlan0", "docker0", "br-1a2b", "virbr0", "veth12", "tun0",
+            "ifb0",
         ]);
         assert_eq!(
             select_interfaces(&all, None),

@@ -178,28 +178,42 @@ pub struct Started {
 }
 
 impl Started {
-    /// This node's status: the members of `views` (with their adverts and whether a connection
-    /// is live) and the coordinator.
+    /// This node's status: the members of `views` (with their adverts, and whether a connection
+    /// is live; addresses the transport sees them at follow the advertised one), then peers
+    /// connected but not (yet) members, as the transport lists them (`connected`, `closed`).
     pub fn status(&self, views: &ViewHandles) -> proto::StatusInfo {
         let view = views.view.borrow().clone();
-        let members = view
+        let mut peers = self.mesh.status().members;
+        let mut members: Vec<proto::MemberInfo> = view
             .members
             .iter()
-            .map(|m| proto::MemberInfo {
-                node_id: m.id,
-                addrs: m.addrs.iter().map(|a| a.to_string()).collect(),
-                state: match m.state {
-                    election::MemberState::Alive => "alive",
-                    election::MemberState::Suspect => "suspect",
-                    election::MemberState::Down => "down",
+            .map(|m| {
+                let mut addrs: Vec<String> = m.addrs.iter().map(|a| a.to_string()).collect();
+                if let Some(i) = peers.iter().position(|p| p.node_id == m.id) {
+                    for a in peers.swap_remove(i).addrs {
+                        if !addrs.contains(&a) {
+                            addrs.push(a);
+                        }
+                    }
                 }
-                .into(),
-                connected: self.mesh.connection(&m.id).is_some(),
-                slots_total: m.advert.as_ref().map(|a| a.slots_total),
-                slots_busy: m.advert.as_ref().map(|a| a.slots_busy),
-                class: m.advert.as_ref().map(|a| a.class),
+                proto::MemberInfo {
+                    node_id: m.id,
+                    addrs,
+                    state: match m.state {
+                        election::MemberState::Alive => "alive",
+                        election::MemberState::Suspect => "suspect",
+                        election::MemberState::Down => "down",
+                    }
+                    .into(),
+                    connected: self.mesh.connection(&m.id).is_some(),
+                    slots_total: m.advert.as_ref().map(|a| a.slots_total),
+                    slots_busy: m.advert.as_ref().map(|a| a.slots_busy),
+                    class: m.advert.as_ref().map(|a| a.class),
+                }
             })
             .collect();
+        peers.sort_by_key(|p| p.node_id);
+        members.extend(peers);
         proto::StatusInfo {
             node_id: self.mesh.id(),
             listen: self.mesh.local_addr().map(|a| a.to_string()),

@@ -427,6 +427,10 @@ async fn membership_over_quic_datagrams() {
         assert_eq!(m.counters().malformed, 0);
         assert_eq!(mesh.dropped_datagrams(), 0);
     }
+    // A full SWIM packet plus its tag fits a datagram on a member connection.
+    let conn = nodes[1].0.connection(&nodes[0].0.id()).expect("connected");
+    let room = conn.max_datagram_size().expect("datagrams enabled");
+    assert!(room > Settings::default().max_packet, "{room}");
     // Every member is listed at the address it is bound to (its own idea of its address).
     let v = nodes[1].1.view.borrow().clone();
     assert_eq!(
