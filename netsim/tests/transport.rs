@@ -10,7 +10,7 @@ use meshcc_netsim::seeds;
 use meshcc_netsim::{Fate, Link, Sim};
 
 /// Seeds each transport scenario runs in CI (seeds 1..=N); `MESHCC_SIM_SEEDS` runs more.
-const SEEDS: u64 = 10;
+const SEEDS: u64 = 50;
 
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
