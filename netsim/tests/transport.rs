@@ -181,3 +181,102 @@ fn partition_and_heal() {
         sim.shutdown().await;
     });
 }
+
+/// A laptop sleeps: a short nap keeps its connection; a long sleep loses it on both sides, and
+/// after waking it dials again and is served.
+#[test]
+fn laptop_sleeps_and_wakes() {
+    seeds::run("laptop_sleeps_and_wakes", SEEDS, |seed| async move {
+        let mut sim = Sim::new(seed);
+        let (desk, laptop) = (sim.add_node(), sim.add_node());
+        let (desk_id, laptop_id) = (sim.id(desk), sim.id(laptop));
+        let conn = sim
+            .mesh(laptop)
+            .connect(desk_id, sim.addr(desk))
+            .await
+            .unwrap();
+        let data = pattern(seed, 50_000);
+        let digest = *blake3::hash(&data).as_bytes();
+        let host = sim.node(laptop).host;
+        let md = sim.mesh(desk).clone();
+        sim.eventually("the desk lists the laptop", Duration::from_secs(10), || {
+            md.connection(&laptop_id).is_some()
+        })
+        .await;
+        let desk_side = md.connection(&laptop_id).map(|c| c.stable_id());
+
+        // A nap shorter than the idle timeout: the same connection carries on.
+        sim.net().freeze(host).unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        sim.net().wake(host).unwrap();
+        assert_eq!(sim.mesh(laptop).upload(&conn, &data).await.unwrap(), digest);
+        assert_eq!(md.connection(&laptop_id).map(|c| c.stable_id()), desk_side);
+        assert_eq!(
+            conn_id(&sim, laptop, desk_id),
+            Some(conn.stable_id()),
+            "the laptop kept its connection through the nap"
+        );
+
+        // A night: the desk drops the laptop; on waking, the laptop's overdue timers close its
+        // side, and a new dial works.
+        sim.net().freeze(host).unwrap();
+        sim.eventually(
+            "the desk drops the sleeping laptop",
+            Duration::from_secs(60),
+            || md.connection(&laptop_id).is_none(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        sim.net().wake(host).unwrap();
+        let ml = sim.mesh(laptop).clone();
+        sim.eventually(
+            "the laptop notices on waking",
+            Duration::from_secs(10),
+            || ml.connection(&desk_id).is_none(),
+        )
+        .await;
+        let again = ml.connect(desk_id, sim.addr(desk)).await.unwrap();
+        assert_ne!(again.stable_id(), conn.stable_id());
+        assert_eq!(ml.upload(&again, &data).await.unwrap(), digest);
+        sim.eventually(
+            "the desk has the laptop back",
+            Duration::from_secs(10),
+            || md.connection(&laptop_id).is_some(),
+        )
+        .await;
+        sim.shutdown().await;
+    });
+}
+
+fn conn_id(sim: &Sim, node: usize, peer: meshcc::mesh::identity::NodeId) -> Option<usize> {
+    sim.mesh(node).connection(&peer).map(|c| c.stable_id())
+}
+
+/// A node killed and restarted with its key at its address is reached again by its id.
+#[test]
+fn restart_with_the_same_key() {
+    seeds::run("restart_with_the_same_key", SEEDS, |seed| async move {
+        let mut sim = Sim::new(seed);
+        let (a, b) = (sim.add_node(), sim.add_node());
+        let (a_id, x) = (sim.id(a), sim.addr(a));
+        let first = sim.mesh(b).connect(a_id, x).await.unwrap();
+        sim.kill(a);
+        sim.restart(a);
+        assert_eq!((sim.id(a), sim.addr(a)), (a_id, x));
+        let mb = sim.mesh(b).clone();
+        sim.eventually(
+            "B drops the connection to the old A",
+            Duration::from_secs(30),
+            || mb.connection(&a_id).is_none(),
+        )
+        .await;
+        let conn = mb.connect(a_id, x).await.unwrap();
+        assert_ne!(conn.stable_id(), first.stable_id());
+        let data = pattern(seed, 20_000);
+        assert_eq!(
+            mb.upload(&conn, &data).await.unwrap(),
+            *blake3::hash(&data).as_bytes()
+        );
+        sim.shutdown().await;
+    });
+}
