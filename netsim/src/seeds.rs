@@ -28,13 +28,17 @@ struct SeedReport<'a> {
     seed: u64,
 }
 
+/// What a failing scenario prints: its seed and the command that replays it.
+pub fn replay_hint(scenario: &str, seed: u64) -> String {
+    format!(
+        "netsim scenario `{scenario}` failed with seed {seed}; replay it with:\n  MESHCC_SIM_SEED={seed} cargo test -p meshcc-netsim {scenario}"
+    )
+}
+
 impl Drop for SeedReport<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "netsim scenario `{}` failed with seed {}; replay it with:\n  MESHCC_SIM_SEED={} cargo test --release -p meshcc-netsim {}",
-                self.scenario, self.seed, self.seed, self.scenario
-            );
+            eprintln!("{}", replay_hint(self.scenario, self.seed));
         }
     }
 }
@@ -65,4 +69,29 @@ pub fn run<T, Fut: Future<Output = T>>(
         .into_iter()
         .map(|seed| (seed, run_one(scenario, seed, &f)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_its_seed_and_the_replay_command() {
+        let hint = replay_hint("partition_and_heal", 42);
+        assert!(hint.contains("seed 42"), "{hint}");
+        assert!(
+            hint.contains("MESHCC_SIM_SEED=42 cargo test -p meshcc-netsim partition_and_heal"),
+            "{hint}"
+        );
+        // The runner really runs the scenario, on paused time.
+        let r = run_one("x", 9, |seed| async move {
+            let t = tokio::time::Instant::now();
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            (seed, t.elapsed().as_secs())
+        });
+        assert_eq!(r, (9, 3600));
+        let panicked =
+            std::panic::catch_unwind(|| run_one("boom", 5, |_| async { panic!("boom") }));
+        assert!(panicked.is_err());
+    }
 }
