@@ -67,6 +67,7 @@ fn init_join_ping_status() {
             .arg("daemon")
             .env("MESHCC_HOME", &a)
             .env("MESHCC_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MESHCC_DISCOVERY", "off")
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap(),

@@ -104,6 +104,13 @@ impl ClusterSecret {
         Self(bytes)
     }
 
+    /// A public name for the cluster (mDNS TXT `c`): 16 hex digits of a keyed hash of the
+    /// secret. It tells nodes of one cluster apart from others and reveals nothing of the secret.
+    pub fn cluster_id(&self) -> String {
+        let h = blake3::derive_key("meshcc 1 cluster id", &self.0);
+        h[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Loads the secret; `Ok(None)` when there is none (the node then opens no port).
     pub fn load(path: &Path) -> Result<Option<Self>, ClusterError> {
         let bad = |reason: String| ClusterError::BadSecret {

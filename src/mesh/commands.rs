@@ -128,9 +128,27 @@ pub fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(n) = note {
         println!("({n})");
     }
+    match &info.coordinator {
+        Some(c) => println!("coordinator  {}  epoch {}", c.node_id, c.epoch),
+        None => println!("coordinator  (none yet)"),
+    }
     println!("members  {}", info.members.len());
     for m in &info.members {
-        println!("  {}  {:<10} {}", m.node_id, m.state, m.addrs.join(" "));
+        let class = m
+            .class
+            .map_or("-".to_string(), |c| format!("{c:?}").to_lowercase());
+        let slots = match (m.slots_busy, m.slots_total) {
+            (Some(b), Some(t)) => format!("{b}/{t}"),
+            _ => "-".into(),
+        };
+        println!(
+            "  {}  {:<8} {:<8} slots {:<7} {}",
+            m.node_id,
+            m.state,
+            class,
+            slots,
+            m.addrs.join(" ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,5 +158,6 @@ fn offline(config: &Config) -> anyhow::Result<StatusInfo> {
         node_id: load_node_key(config)?.id(),
         listen: None,
         members: Vec::new(),
+        coordinator: None,
     })
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::election::NodeClass;
 use super::identity::NodeId;
 
 /// Version of the mesh protocol, carried in [`Hello`]; nodes of other versions are refused.
@@ -115,8 +116,26 @@ pub struct MemberInfo {
     pub node_id: NodeId,
     /// Addresses it was last seen at.
     pub addrs: Vec<String>,
-    /// `connected` or `closed`.
+    /// In the membership view `alive`, `suspect` or `down`; from the transport alone (a peer's
+    /// [`Request::Status`]) `connected` or `closed`.
     pub state: String,
+    /// Whether this node holds a live connection to it.
+    pub connected: bool,
+    /// Its worker slots, from its advert.
+    pub slots_total: Option<u32>,
+    /// Its slots in use, from its advert.
+    pub slots_busy: Option<u32>,
+    /// Its class, from its advert.
+    pub class: Option<NodeClass>,
+}
+
+/// The coordinator a node follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorInfo {
+    /// The coordinating node.
+    pub node_id: NodeId,
+    /// Its fencing epoch.
+    pub epoch: u64,
 }
 
 /// A node's view of the mesh.
@@ -128,6 +147,8 @@ pub struct StatusInfo {
     pub listen: Option<String>,
     /// Its peers.
     pub members: Vec<MemberInfo>,
+    /// The coordinator it follows, once one is known.
+    pub coordinator: Option<CoordinatorInfo>,
 }
 
 /// Errors in reading or writing frames.

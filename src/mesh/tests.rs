@@ -292,10 +292,12 @@ async fn no_secret_no_port() {
     let get = |k: &str| match k {
         "MESHCC_HOME" => Some(home.clone()),
         "MESHCC_LISTEN" => Some("127.0.0.1:0".to_string()),
+        "MESHCC_DISCOVERY" => Some("off".to_string()),
         _ => None,
     };
     let config = crate::config::Config::load_from(&get, nix::unistd::getuid().as_raw()).unwrap();
-    assert!(super::start(&config).await.unwrap().is_none());
+    let views = super::view::ViewHandles::new();
+    assert!(super::start(&config, &views).await.unwrap().is_none());
     ClusterSecret::generate()
         .unwrap()
         .store(
@@ -303,12 +305,15 @@ async fn no_secret_no_port() {
             false,
         )
         .unwrap();
-    let mesh = super::start(&config)
+    let started = super::start(&config, &views)
         .await
         .unwrap()
         .expect("a mesh with a secret");
-    assert!(mesh.local_addr().unwrap().ip().is_loopback());
-    mesh.close().await;
+    assert!(started.mesh.local_addr().unwrap().ip().is_loopback());
+    started.close().await;
+    // Each start bumps the persisted start counter.
+    let boot = std::fs::read_to_string(config.paths.data_dir.join(super::BOOT_FILE)).unwrap();
+    assert_eq!(boot.trim(), "1");
 }
 
 #[test]
@@ -330,8 +335,237 @@ fn settings_from_env_and_file() {
     let s = MeshSettings::resolve(&|_| None, file).unwrap();
     assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
     assert_eq!(s.allow, Some(HashSet::from([id])));
+    assert!(s.discovery && s.discovery_interfaces.is_none());
+    let env = |k: &str| match k {
+        "MESHCC_DISCOVERY" => Some("off".to_string()),
+        "MESHCC_DISCOVERY_INTERFACES" => Some("eth0, wlan0,".to_string()),
+        _ => None,
+    };
+    let s = MeshSettings::resolve(&env, FileMesh::default()).unwrap();
+    assert!(!s.discovery);
+    assert_eq!(
+        s.discovery_interfaces,
+        Some(vec!["eth0".to_string(), "wlan0".to_string()])
+    );
+    let e = MeshSettings::resolve(
+        &|k| (k == "MESHCC_DISCOVERY").then(|| "maybe".to_string()),
+        FileMesh::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("MESHCC_DISCOVERY"), "{e}");
     let file: FileMesh = toml::from_str("deny = [\"bad\"]").unwrap();
     assert!(MeshSettings::resolve(&|_| None, file)
         .unwrap_err()
         .contains("mesh.deny"));
+}
+
+/// Membership over real QUIC datagrams: three nodes joined through one seed see each other,
+/// agree on a coordinator, learn an advert change, and see a graceful leave.
+#[tokio::test]
+async fn membership_over_quic_datagrams() {
+    use super::membership::{core::Settings, Membership, Start, Suggestion};
+    use super::view::{Advert, ViewHandles};
+    let k = ClusterSecret::generate().unwrap();
+    let nodes: Vec<_> = (0..3)
+        .map(|i| {
+            let mesh = node(&k, cfg());
+            let views = ViewHandles::new();
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let m = Membership::start(
+                mesh.clone(),
+                views.clone(),
+                Settings {
+                    seed: i,
+                    ..Settings::default()
+                },
+                Start {
+                    boot: 1,
+                    joined: 100 + i,
+                },
+                rx,
+            );
+            (mesh, views, m, tx)
+        })
+        .collect();
+    let seed = Suggestion {
+        id: nodes[0].0.id(),
+        addr: addr(&nodes[0].0),
+    };
+    for (_, _, _, tx) in &nodes[1..] {
+        tx.send(seed).await.unwrap();
+    }
+    let all_see = |n: usize| {
+        nodes.iter().all(|(_, v, _, _)| {
+            let s = v.view.borrow();
+            s.members
+                .iter()
+                .filter(|m| m.state == super::election::MemberState::Alive)
+                .count()
+                == n
+        })
+    };
+    eventually("all three see two live members", || all_see(2)).await;
+    let coordinator = || {
+        nodes
+            .iter()
+            .map(|(_, v, _, _)| v.view.borrow().coordinator)
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..4 {
+        if coordinator().iter().all(|c| c.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    eventually("one coordinator", || {
+        let c = coordinator();
+        c[0].is_some() && c.iter().all(|x| *x == c[0])
+    })
+    .await;
+    assert_eq!(coordinator()[0].unwrap().id, nodes[0].0.id(), "the oldest");
+    // Every member is listed at the address it is bound to (its own idea of its address).
+    let v = nodes[1].1.view.borrow().clone();
+    assert_eq!(
+        v.member(&nodes[0].0.id()).unwrap().addrs,
+        vec![addr(&nodes[0].0)]
+    );
+
+    let advert = Advert {
+        slots_total: 8,
+        slots_busy: 2,
+        ..Advert::default()
+    };
+    nodes[2].1.advert.send_replace(advert.clone());
+    eventually("the advert reaches everyone", || {
+        nodes[..2].iter().all(|(_, v, _, _)| {
+            v.view
+                .borrow()
+                .member(&nodes[2].0.id())
+                .and_then(|m| m.advert.clone())
+                == Some(advert.clone())
+        })
+    })
+    .await;
+
+    let before = coordinator()[0].unwrap();
+    nodes[0].2.leave().await;
+    nodes[0].0.close().await;
+    eventually("the others follow the successor", || {
+        nodes[1..].iter().all(|(_, v, _, _)| {
+            v.view
+                .borrow()
+                .coordinator
+                .is_some_and(|c| c.id != before.id && c.epoch == before.epoch + 1)
+        })
+    })
+    .await;
+    for (mesh, _, m, _) in &nodes[1..] {
+        m.leave().await;
+        mesh.close().await;
+    }
+}
+
+#[test]
+fn held_connection_rule() {
+    use super::transport::{held_rule, Held};
+    let a: SocketAddr = "10.0.0.1:7471".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:10.0.0.1]:7471".parse().unwrap();
+    assert_eq!(held_rule(a, a), Held::Use);
+    assert_eq!(
+        held_rule(mapped, a),
+        Held::Use,
+        "mapped IPv4 is the same address"
+    );
+    assert_eq!(held_rule(a, mapped), Held::Use);
+    assert_eq!(held_rule(a, "10.0.0.2:7471".parse().unwrap()), Held::Verify);
+    assert_eq!(held_rule(a, "10.0.0.1:7472".parse().unwrap()), Held::Verify);
+    assert_eq!(
+        held_rule(a, "[fe80::1]:7471".parse().unwrap()),
+        Held::Verify
+    );
+}
+
+/// A UDP relay on loopback: forwards what the first sender sends to `to`, and the answers
+/// back; aborting it kills the path, as when the node behind it moves away.
+fn relay(to: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let sock = tokio::net::UdpSocket::from_std(sock).unwrap();
+    let at = sock.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut client = None;
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let dest = if from == to {
+                match client {
+                    Some(c) => c,
+                    None => continue,
+                }
+            } else {
+                client = Some(from);
+                to
+            };
+            let _ = sock.send_to(&buf[..n], dest).await;
+        }
+    });
+    (at, task)
+}
+
+/// The acceptor moved: the held connection goes to its old address and the path is dead
+/// (idle timeout not reached yet); dialing the new address replaces it instead of returning it.
+#[tokio::test]
+async fn a_dead_connection_at_the_old_address_is_replaced_by_a_new_dial() {
+    let k = ClusterSecret::generate().unwrap();
+    let config = TransportConfig {
+        idle_timeout: Duration::from_secs(30),
+        verify_timeout: Duration::from_millis(300),
+        ..cfg()
+    };
+    let a = node(&k, config.clone());
+    let b = node(&k, config);
+    let (old, path) = relay(addr(&b));
+    let held = a.connect(b.id(), old).await.unwrap();
+    a.ping(&held).await.unwrap();
+    path.abort();
+    let _ = path.await;
+    let conn = a.connect(b.id(), addr(&b)).await.unwrap();
+    assert_ne!(
+        conn.stable_id(),
+        held.stable_id(),
+        "the stale one came back"
+    );
+    assert_eq!(conn.remote_address(), addr(&b));
+    a.ping(&conn).await.unwrap();
+    assert!(
+        held.close_reason().is_some(),
+        "the stale connection is closed"
+    );
+    let same = a.connect(b.id(), addr(&b)).await.unwrap();
+    assert_eq!(same.stable_id(), conn.stable_id(), "the new one is kept");
+}
+
+/// A held connection that still answers is kept even when dialed at another of the peer's
+/// addresses (a multi-homed peer): no needless second connection.
+#[tokio::test]
+async fn a_live_connection_at_another_address_is_kept() {
+    let k = ClusterSecret::generate().unwrap();
+    let a = node(&k, cfg());
+    let b = node(
+        &k,
+        TransportConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            ..cfg()
+        },
+    );
+    let port = addr(&b).port();
+    let held = a
+        .connect(b.id(), SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let again = a
+        .connect(b.id(), SocketAddr::from(([127, 0, 0, 2], port)))
+        .await
+        .unwrap();
+    assert_eq!(again.stable_id(), held.stable_id());
+    assert!(held.close_reason().is_none());
 }

@@ -10,13 +10,19 @@
 //! Simultaneous dials (quic-p2p.md §3.4): when two authenticated live connections exist for a
 //! pair, both sides keep the one dialed by the lower NodeId, and close the other after
 //! `duplicate_drain`. A connection that has closed is replaced by any new one.
+//!
+//! Datagrams (membership gossip) ride on the member connections: every connection in the peer
+//! table gets a reader that hands datagrams of at most [`MAX_DATAGRAM`] bytes, tagged with the
+//! authenticated sender, to the one sink set by [`Mesh::datagrams`]; the rest are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quinn::{Connection, VarInt};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -30,6 +36,15 @@ use super::tls::{self, IdentityMismatch, TlsError};
 
 /// The UDP port a node listens on unless told otherwise (`MESHCC_LISTEN`, `[mesh] listen`).
 pub const DEFAULT_PORT: u16 = 7471;
+
+/// The largest datagram accepted from a peer (larger ones are dropped and counted).
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Datagrams queued for the sink before new ones are dropped.
+const DATAGRAM_QUEUE: usize = 1024;
+
+/// One datagram from an authenticated peer.
+pub type Datagram = (NodeId, Bytes);
 
 /// Application close codes on mesh connections.
 pub mod close_code {
@@ -47,6 +62,29 @@ pub mod close_code {
     pub const DUPLICATE: u32 = 5;
     /// An ephemeral tool is done.
     pub const DONE: u32 = 6;
+    /// The dialer found the connection dead at its old address and dialed the new one.
+    pub const STALE: u32 = 7;
+}
+
+/// What [`Mesh::connect`] does with the live connection it holds to the node it dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// It goes to the address being dialed: use it.
+    Use,
+    /// It goes elsewhere (the peer may have moved): use it only if it answers a ping.
+    Verify,
+}
+
+/// The rule for a held live connection whose remote address is `remote` when `wanted` is
+/// dialed. Addresses compare in canonical form (`[::ffff:a.b.c.d]` is `a.b.c.d`), since a
+/// dual-stack socket reports IPv4 peers as mapped IPv6.
+pub fn held_rule(remote: SocketAddr, wanted: SocketAddr) -> Held {
+    let canon = |a: SocketAddr| (a.ip().to_canonical(), a.port());
+    if canon(remote) == canon(wanted) {
+        Held::Use
+    } else {
+        Held::Verify
+    }
 }
 
 /// Settings of a node's transport; every field has a working default.
@@ -75,6 +113,9 @@ pub struct TransportConfig {
     /// Seed for quinn's endpoint RNG, so a simulated run repeats exactly; `None` (the default,
     /// and always in production) draws it from the OS.
     pub rng_seed: Option<[u8; 32]>,
+    /// How long a held connection to a peer dialed at another address has to answer a ping
+    /// before it counts as dead and is replaced by a new dial.
+    pub verify_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -91,6 +132,7 @@ impl Default for TransportConfig {
             socket_buffer: 4 << 20,
             max_streams: 1024,
             rng_seed: None,
+            verify_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -110,6 +152,9 @@ impl TransportConfig {
         t.receive_window(VarInt::from_u32(64 << 20));
         t.send_window(64 << 20);
         t.initial_rtt(Duration::from_millis(10));
+        // Membership rides in datagrams; a small queue each way (oldest dropped when full).
+        t.datagram_receive_buffer_size(Some(256 << 10));
+        t.datagram_send_buffer_size(256 << 10);
         t
     }
 }
@@ -204,6 +249,8 @@ pub struct Mesh {
     accept_task: Mutex<Option<JoinHandle<()>>>,
     local_addr: Option<SocketAddr>,
     accepting: bool,
+    sink: Arc<Mutex<Option<mpsc::Sender<Datagram>>>>,
+    dropped_datagrams: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -309,6 +356,8 @@ impl Mesh {
             accept_task: Mutex::new(None),
             local_addr,
             accepting: accept,
+            sink: Arc::new(Mutex::new(None)),
+            dropped_datagrams: Arc::default(),
         });
         if accept {
             let task = tokio::spawn(accept_loop(Arc::downgrade(&mesh), mesh.endpoint.clone()));
@@ -347,6 +396,22 @@ impl Mesh {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 
+    /// Takes the datagrams peers send from now on (replacing any earlier receiver). The queue is
+    /// bounded: when the receiver falls behind, new datagrams are dropped and counted.
+    pub fn datagrams(&self) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(DATAGRAM_QUEUE);
+        if let Ok(mut sink) = self.sink.lock() {
+            *sink = Some(tx);
+        }
+        rx
+    }
+
+    /// Datagrams dropped so far: too large, or arriving with no room in the queue.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.dropped_datagrams
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The live connection to `id`, if any.
     pub fn connection(&self, id: &NodeId) -> Option<Connection> {
         let peers = self.peers.lock().ok()?;
@@ -358,20 +423,33 @@ impl Mesh {
 
     /// A connection to `id` at `addr`: the live one from the peer table, or a new dial (dials to
     /// one id are coalesced). The handshake fails unless the node there has key `id`.
+    ///
+    /// A held connection whose remote address is not `addr` may be stale (the peer moved and
+    /// the old path is dead, but the idle timeout has not fired yet): it is used only if it
+    /// answers a ping within `verify_timeout`; otherwise it is closed and `addr` dialed anew
+    /// ([`held_rule`]).
     pub async fn connect(
         self: &Arc<Self>,
         id: NodeId,
         addr: SocketAddr,
     ) -> Result<Connection, MeshError> {
         if let Some(c) = self.connection(&id) {
-            return Ok(c);
+            if held_rule(c.remote_address(), addr) == Held::Use {
+                return Ok(c);
+            }
         }
         let lock = {
             let mut d = self.dialing.lock().map_err(|_| MeshError::Closed)?;
             d.entry(id).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let result = match self.connection(&id) {
+        let held = match self.connection(&id) {
+            Some(c) if held_rule(c.remote_address(), addr) == Held::Verify => {
+                self.verify_held(c, id, addr).await
+            }
+            other => other,
+        };
+        let result = match held {
             Some(c) => Ok(c),
             None => self.dial(id, addr, !self.accepting).await.map(|conn| {
                 if self.accepting {
@@ -390,6 +468,34 @@ impl Mesh {
             }
         }
         result
+    }
+
+    /// Pings a held connection whose address differs from the one being dialed: `Some` if it
+    /// answered in time, else it is closed (so the new dial replaces it) and `None`.
+    async fn verify_held(
+        &self,
+        conn: Connection,
+        id: NodeId,
+        addr: SocketAddr,
+    ) -> Option<Connection> {
+        let t = self.config.verify_timeout;
+        match tokio::time::timeout(t, self.ping(&conn)).await {
+            Ok(Ok(_)) => Some(conn),
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer in {t:?}"),
+                };
+                info!(
+                    peer = %id.short(),
+                    old = %conn.remote_address(),
+                    new = %addr,
+                    "the connection at the old address is dead ({why}); dialing the new one"
+                );
+                conn.close(VarInt::from_u32(close_code::STALE), b"stale path");
+                None
+            }
+        }
     }
 
     /// Dials and authenticates a connection, without touching the peer table.
@@ -592,6 +698,7 @@ impl Mesh {
     /// Puts an authenticated connection in the table, applying the dedupe rules; returns the
     /// connection kept for the pair.
     fn register(&self, peer: NodeId, conn: Connection, dialed_by: NodeId) -> Connection {
+        self.read_datagrams(peer, conn.clone());
         let Ok(mut peers) = self.peers.lock() else {
             return conn;
         };
@@ -644,6 +751,22 @@ impl Mesh {
         kept
     }
 
+    /// Hands the connection's datagrams to the sink until it closes.
+    fn read_datagrams(&self, peer: NodeId, conn: Connection) {
+        let sink = self.sink.clone();
+        let dropped = self.dropped_datagrams.clone();
+        tokio::spawn(async move {
+            while let Ok(d) = conn.read_datagram().await {
+                let tx = sink.lock().ok().and_then(|s| s.clone());
+                let delivered =
+                    d.len() <= MAX_DATAGRAM && tx.is_some_and(|tx| tx.try_send((peer, d)).is_ok());
+                if !delivered {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
     fn unregister(&self, peer: &NodeId, conn: &Connection) {
         if let Ok(mut peers) = self.peers.lock() {
             if peers
@@ -665,12 +788,19 @@ impl Mesh {
                     .iter()
                     .map(|(id, p)| MemberInfo {
                         node_id: *id,
-                        addrs: p.addrs.iter().map(|a| a.to_string()).collect(),
+                        addrs: current_first(&p.addrs, p.conn.remote_address())
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect(),
                         state: if p.conn.close_reason().is_none() {
                             "connected".into()
                         } else {
                             "closed".into()
                         },
+                        connected: p.conn.close_reason().is_none(),
+                        slots_total: None,
+                        slots_busy: None,
+                        class: None,
                     })
                     .collect();
                 m.sort_by_key(|m| m.node_id);
@@ -681,6 +811,7 @@ impl Mesh {
             node_id: self.id(),
             listen: self.local_addr().map(|a| a.to_string()),
             members,
+            coordinator: None,
         }
     }
 
@@ -747,6 +878,14 @@ impl Mesh {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// The addresses a peer was seen at, led by the connection's current one (it changes when
+/// the peer migrates).
+fn current_first(addrs: &[SocketAddr], current: SocketAddr) -> Vec<SocketAddr> {
+    let mut v = addrs.to_vec();
+    push_addr(&mut v, current);
+    v
 }
 
 fn push_addr(addrs: &mut Vec<SocketAddr>, a: SocketAddr) {

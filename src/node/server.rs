@@ -13,6 +13,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::cache::store::LocalStore;
 use crate::config::{ensure_private_dir, Config};
+use crate::mesh::view::ViewHandles;
 use crate::node::ipc::{self, CounterEvent, Reply, Request};
 use crate::node::pipeline::Pipeline;
 use crate::node::stats::{Event, Stats, StatsSnapshot};
@@ -37,8 +38,10 @@ struct Node {
     store: Option<Arc<LocalStore>>,
     uid: u32,
     shutdown: watch::Sender<bool>,
-    /// The mesh endpoint, when a cluster is configured.
-    mesh: Option<Arc<crate::mesh::transport::Mesh>>,
+    /// The mesh endpoint and membership, when a cluster is configured.
+    mesh: Option<crate::mesh::Started>,
+    /// The membership view and this node's advert, shared with the job side.
+    views: ViewHandles,
 }
 
 impl Node {
@@ -92,10 +95,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stats = Arc::new(Stats::load(paths.data_dir.join("stats.json")));
     let (shutdown, mut stopping) = watch::channel(false);
     // The mesh endpoint (only with a cluster secret); its failure leaves the local cache working.
-    let mesh = crate::mesh::start(&config).await.unwrap_or_else(|e| {
-        error!("the mesh endpoint cannot start, this node works alone: {e:#}");
-        None
-    });
+    let views = ViewHandles::new();
+    let mesh = crate::mesh::start(&config, &views)
+        .await
+        .unwrap_or_else(|e| {
+            error!("the mesh endpoint cannot start, this node works alone: {e:#}");
+            None
+        });
     let node = Arc::new(Node {
         pipeline: Pipeline::new(store.clone(), stats.clone()),
         stats: stats.clone(),
@@ -103,6 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         uid,
         shutdown,
         mesh,
+        views,
     });
 
     // Bind the counter socket first: a wrapper that can reach the stream socket finds it.
@@ -215,7 +222,9 @@ async fn serve(node: Arc<Node>, mut stream: UnixStream) {
             let _ = node.shutdown.send(true);
             Reply::Done
         }
-        Request::MeshStatus => Reply::MeshStatus(node.mesh.as_ref().map(|m| Box::new(m.status()))),
+        Request::MeshStatus => {
+            Reply::MeshStatus(node.mesh.as_ref().map(|m| Box::new(m.status(&node.views))))
+        }
     };
     if let Err(e) = ipc::write_async(&mut stream, &reply).await {
         debug!("cannot send the reply (the wrapper went away?): {e}");

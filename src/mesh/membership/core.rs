@@ -1,0 +1,921 @@
+//! The membership core: foca (SWIM), the election and the advert table under one sans-IO
+//! state machine.
+//!
+//! Inputs are datagrams from authenticated peers, address suggestions (seeds, mDNS), this
+//! node's advert and the current time (milliseconds on the shell's clock: tokio time in the
+//! daemon, virtual time in a simulation). Outputs are datagrams to send ([`Outgoing`]), the
+//! next deadline, and the [`Snapshot`] of the view. No socket, clock or task in here, and all
+//! randomness comes from the seed in [`Settings`], so a run is reproducible.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+use foca::{Codec, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use tracing::{debug, info};
+
+use super::codec::{
+    decode_control, encode_control, encode_item, Control, Handler, Item, SharedTable,
+    VersionedAdvert, TAG_CONTROL, TAG_SWIM,
+};
+use super::identity::Ident;
+use crate::mesh::election::{self, Action, Election, MemberState};
+use crate::mesh::identity::NodeId;
+use crate::mesh::view::{Advert, Coordinator, Member, Snapshot};
+
+/// Tuning of membership; [`Settings::default`] follows `research/membership.md` §6.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// SWIM probe period.
+    pub probe_period: Duration,
+    /// Wait for a direct probe's ack before asking others.
+    pub probe_rtt: Duration,
+    /// Members asked to probe indirectly (SWIM and coordinator verification).
+    pub indirect_probes: usize,
+    /// Suspect → Down.
+    pub suspect_to_down: Duration,
+    /// Gossip period (to 3 members).
+    pub gossip_period: Duration,
+    /// Period of announcing to one member (views re-merge).
+    pub announce_period: Duration,
+    /// Period of announcing to down members (a healed partition re-merges).
+    pub announce_down_period: Duration,
+    /// Down members are forgotten after this.
+    pub remove_down_after: Duration,
+    /// Largest foca packet (must fit a QUIC datagram with the tag byte).
+    pub max_packet: usize,
+    /// Election timing.
+    pub election: election::Config,
+    /// Least time between two broadcasts of this node's advert (changes are coalesced).
+    pub advert_interval: Duration,
+    /// This node's advert is broadcast again this often even if unchanged.
+    pub advert_refresh: Duration,
+    /// Deadline of a coordinator verification (direct and indirect probes).
+    pub verify_timeout: Duration,
+    /// While alone, suggestions are announced to again this often.
+    pub rejoin_interval: Duration,
+    /// Seed of foca's random choices and of probe nonces.
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(200),
+            indirect_probes: 3,
+            suspect_to_down: Duration::from_millis(2000),
+            gossip_period: Duration::from_millis(200),
+            announce_period: Duration::from_secs(30),
+            announce_down_period: Duration::from_secs(10),
+            remove_down_after: Duration::from_secs(4 * 3600),
+            max_packet: 1100,
+            election: election::Config::default(),
+            advert_interval: Duration::from_millis(200),
+            advert_refresh: Duration::from_secs(10),
+            verify_timeout: Duration::from_millis(300),
+            rejoin_interval: Duration::from_secs(2),
+            seed: 0,
+        }
+    }
+}
+
+impl Settings {
+    fn foca(&self) -> foca::Config {
+        let nz = |n: usize| NonZeroUsize::new(n.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let mut c = foca::Config::new_lan(NonZeroU32::new(32).unwrap_or(NonZeroU32::MIN));
+        c.probe_period = self.probe_period;
+        c.probe_rtt = self.probe_rtt;
+        c.num_indirect_probes = nz(self.indirect_probes);
+        c.suspect_to_down_after = self.suspect_to_down;
+        c.remove_down_after = Some(self.remove_down_after);
+        c.max_packet_size = nz(self.max_packet);
+        c.max_transmissions = NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN);
+        c.notify_down_members = true;
+        c.periodic_gossip = Some(foca::PeriodicParams {
+            frequency: self.gossip_period,
+            num_members: nz(3),
+        });
+        c.periodic_announce = Some(foca::PeriodicParams {
+            frequency: self.announce_period,
+            num_members: nz(1),
+        });
+        c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: self.announce_down_period,
+            num_members: nz(2),
+        });
+        c
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The member.
+    pub to: NodeId,
+    /// Where to dial it if there is no connection (none: only over an existing connection).
+    pub addr: Option<SocketAddr>,
+    /// The datagram, tag included.
+    pub data: Vec<u8>,
+}
+
+/// Counters of what the core dropped or did, for status and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams that did not decode, or claimed another sender than their connection's.
+    pub malformed: u64,
+    /// foca packets foca refused (stale, not for us, bad broadcast).
+    pub refused: u64,
+    /// Coordinator verifications started.
+    pub verifications: u64,
+}
+
+/// foca's runtime: collects what foca asks for, for the core to act on.
+#[derive(Default)]
+struct Outbox {
+    sends: Vec<(Ident, Vec<u8>)>,
+    timers: Vec<(Duration, Timer<Ident>)>,
+    notes: Vec<OwnedNotification<Ident>>,
+}
+
+impl foca::Runtime<Ident> for Outbox {
+    fn notify(&mut self, n: foca::Notification<'_, Ident>) {
+        self.notes.push(n.to_owned());
+    }
+    fn send_to(&mut self, to: Ident, data: &[u8]) {
+        self.sends.push((to, data.to_vec()));
+    }
+    fn submit_after(&mut self, t: Timer<Ident>, after: Duration) {
+        self.timers.push((after, t));
+    }
+}
+
+/// A coordinator verification in progress.
+#[derive(Debug, Clone, Copy)]
+struct Verify {
+    node: NodeId,
+    nonce: u64,
+    deadline: u64,
+}
+
+type Swim = Foca<Ident, PostcardCodec, Pcg64Mcg, Handler>;
+
+/// One node's membership state machine.
+pub struct Core {
+    me: Ident,
+    settings: Settings,
+    foca: Swim,
+    outbox: Outbox,
+    timers: BinaryHeap<Reverse<(u64, u64, Timer<Ident>)>>,
+    timer_seq: u64,
+    table: SharedTable,
+    election: Election,
+    members: BTreeMap<NodeId, (Ident, MemberState)>,
+    advert: Advert,
+    advert_seq: u64,
+    advert_due: Option<u64>,
+    advert_floor: u64,
+    advert_refresh_at: u64,
+    advertised_epoch: u64,
+    verify: Option<Verify>,
+    suggestions: HashMap<NodeId, SocketAddr>,
+    next_rejoin: u64,
+    rng: Pcg64Mcg,
+    out: Vec<Outgoing>,
+    dirty: bool,
+    counters: Counters,
+}
+
+/// Suggestions remembered for re-announcing while alone (bounded).
+const MAX_SUGGESTIONS: usize = 256;
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("me", &self.me).finish()
+    }
+}
+
+impl Core {
+    /// A node with identity `me` and initial advert, at time `now`.
+    pub fn new(me: Ident, advert: Advert, settings: Settings, now: u64) -> Self {
+        let table = SharedTable::default();
+        let mut rng = Pcg64Mcg::seed_from_u64(settings.seed);
+        let foca_rng = Pcg64Mcg::seed_from_u64(rng.random());
+        let foca = Foca::with_custom_broadcast(
+            me,
+            settings.foca(),
+            foca_rng,
+            PostcardCodec,
+            Handler::new(table.clone(), me.id),
+        );
+        let election = Election::new(me.rank(), settings.election, now);
+        let mut core = Core {
+            me,
+            foca,
+            outbox: Outbox::default(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            table,
+            election,
+            members: BTreeMap::new(),
+            advert,
+            advert_seq: 0,
+            advert_due: Some(now),
+            advert_floor: now,
+            advert_refresh_at: now,
+            advertised_epoch: 0,
+            verify: None,
+            suggestions: HashMap::new(),
+            next_rejoin: now,
+            rng,
+            out: Vec::new(),
+            dirty: true,
+            counters: Counters::default(),
+            settings,
+        };
+        core.poll(now);
+        core
+    }
+
+    /// This node's current identity.
+    pub fn identity(&self) -> Ident {
+        self.me
+    }
+
+    /// What the core dropped or did so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Datagrams to send, in order (taken).
+    pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// When [`Core::poll`] must next run.
+    pub fn next_deadline(&self) -> Option<u64> {
+        [
+            self.timers.peek().map(|Reverse((t, _, _))| *t),
+            self.election.next_deadline(),
+            self.verify.map(|v| v.deadline),
+            self.advert_due,
+            Some(self.advert_refresh_at),
+            (self.foca.num_members() == 0 && !self.suggestions.is_empty())
+                .then_some(self.next_rejoin),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The view, if it changed since the last call.
+    pub fn take_snapshot(&mut self) -> Option<Snapshot> {
+        let mut t = self.table.lock();
+        let changed = std::mem::take(&mut t.changed);
+        drop(t);
+        if !(self.dirty || changed) {
+            return None;
+        }
+        self.dirty = false;
+        Some(self.snapshot())
+    }
+
+    /// The view now.
+    pub fn snapshot(&self) -> Snapshot {
+        let t = self.table.lock();
+        let members = self
+            .members
+            .values()
+            .map(|(ident, state)| {
+                let advert = t.adverts.get(&ident.id);
+                Member {
+                    id: ident.id,
+                    addrs: vec![ident.addr],
+                    state: *state,
+                    advert: advert.map(|a| a.advert.clone()),
+                    fence: advert.map_or(0, |a| a.fence),
+                }
+            })
+            .collect();
+        Snapshot {
+            members,
+            coordinator: self.election.coordinator().map(|c| Coordinator {
+                id: c.node(),
+                epoch: c.epoch,
+            }),
+        }
+    }
+
+    /// A datagram from `from` (authenticated by the connection it came on).
+    pub fn datagram(&mut self, from: NodeId, data: &[u8], now: u64) {
+        match data.split_first() {
+            Some((&TAG_SWIM, body)) if body.len() <= self.settings.max_packet => {
+                // The packet must come from the node the connection authenticated.
+                let sender =
+                    Codec::<Ident>::decode_header(&mut PostcardCodec, body).map(|h| h.src.id);
+                if sender.ok() != Some(from) {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                if let Err(e) = self.foca.handle_data(body, &mut self.outbox) {
+                    debug!(peer = %from.short(), "membership packet refused: {e}");
+                    self.counters.refused += 1;
+                }
+                self.after_foca(now);
+            }
+            Some((&TAG_CONTROL, body)) => match decode_control(body) {
+                Ok(c) => self.control(from, c, now),
+                Err(_) => self.counters.malformed += 1,
+            },
+            _ => self.counters.malformed += 1,
+        }
+        self.poll(now);
+    }
+
+    /// A suggestion (seed or mDNS) that node `id` may be reached at `addr`.
+    pub fn suggest(&mut self, id: NodeId, addr: SocketAddr, now: u64) {
+        if id == self.me.id {
+            return;
+        }
+        if self.suggestions.len() >= MAX_SUGGESTIONS && !self.suggestions.contains_key(&id) {
+            return;
+        }
+        let known = self
+            .members
+            .get(&id)
+            .is_some_and(|(_, s)| *s != MemberState::Down);
+        let new = self.suggestions.insert(id, addr) != Some(addr);
+        if !known && new {
+            if let Err(e) = self
+                .foca
+                .announce(Ident::suggested(id, addr), &mut self.outbox)
+            {
+                debug!("cannot announce: {e}");
+            }
+            self.after_foca(now);
+        }
+        self.poll(now);
+    }
+
+    /// This node's address changed (renumbered, or first learned): renew the identity.
+    pub fn set_addr(&mut self, addr: SocketAddr, now: u64) {
+        if addr == self.me.addr {
+            return;
+        }
+        info!(from = %self.me.addr, to = %addr, "this node's address changed");
+        self.me = self.me.moved(addr);
+        if let Err(e) = self.foca.change_identity(self.me, &mut self.outbox) {
+            debug!("cannot change identity: {e}");
+        }
+        self.after_foca(now);
+        self.poll(now);
+    }
+
+    /// This node's advert changed (spread at most every `advert_interval`).
+    pub fn set_advert(&mut self, advert: Advert, now: u64) {
+        if advert == self.advert {
+            return;
+        }
+        self.advert = advert;
+        self.advert_soon(now);
+        self.poll(now);
+    }
+
+    /// Graceful leave: a coordinator hands over, then foca says goodbye.
+    pub fn leave(&mut self, now: u64) {
+        let actions = self.election.leave();
+        self.actions(actions, now);
+        if let Err(e) = self.foca.leave_cluster(&mut self.outbox) {
+            debug!("cannot leave: {e}");
+        }
+        self.drain_outbox(now);
+    }
+
+    /// Runs what is due at `now`: foca timers, election, verification deadline, adverts.
+    pub fn poll(&mut self, now: u64) {
+        while let Some(Reverse((due, _, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let Some(Reverse((_, _, timer))) = self.timers.pop() else {
+                break;
+            };
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.outbox) {
+                debug!("membership timer failed: {e}");
+            }
+            self.after_foca(now);
+        }
+        if let Some(v) = self.verify.filter(|v| v.deadline <= now) {
+            self.verify = None;
+            debug!(node = %v.node.short(), "coordinator verification failed");
+            let actions = self.election.verified(v.node, false, now);
+            self.actions(actions, now);
+        }
+        let actions = self.election.tick(now);
+        self.actions(actions, now);
+        if self.election.epoch() != self.advertised_epoch || now >= self.advert_refresh_at {
+            self.advert_soon(now);
+        }
+        if self.advert_due.is_some_and(|d| d <= now) {
+            self.spread_advert(now);
+        }
+        if self.foca.num_members() == 0 && now >= self.next_rejoin {
+            self.next_rejoin = now + ms(self.settings.rejoin_interval);
+            for (&id, &addr) in &self.suggestions {
+                if let Err(e) = self
+                    .foca
+                    .announce(Ident::suggested(id, addr), &mut self.outbox)
+                {
+                    debug!("cannot announce: {e}");
+                }
+            }
+            self.drain_outbox(now);
+        }
+    }
+
+    fn spread_advert(&mut self, now: u64) {
+        self.advert_seq += 1;
+        self.advertised_epoch = self.election.epoch();
+        let item = Item::Advert(VersionedAdvert {
+            origin: self.me.id,
+            version: (self.me.boot, self.advert_seq),
+            fence: self.advertised_epoch,
+            advert: self.advert.clone(),
+        });
+        if let Err(e) = self.foca.add_broadcast(&encode_item(&item)) {
+            debug!("cannot queue the advert: {e}");
+        }
+        self.advert_due = None;
+        self.advert_refresh_at = now + ms(self.settings.advert_refresh);
+        self.advert_floor = now + ms(self.settings.advert_interval);
+    }
+
+    /// Schedules this node's advert: now, or when the throttle allows.
+    fn advert_soon(&mut self, now: u64) {
+        if self.advert_due.is_none() {
+            self.advert_due = Some(now.max(self.advert_floor));
+        }
+    }
+
+    fn control(&mut self, from: NodeId, c: Control, now: u64) {
+        match c {
+            Control::Claim(w) => {
+                let actions = self.election.claim_received(w.into(), now);
+                self.actions(actions, now);
+            }
+            Control::Item(Item::Advert(a)) => {
+                if a.origin == from {
+                    self.table.lock().advert(a);
+                }
+            }
+            Control::Item(Item::Claim(w)) => {
+                let actions = self.election.claim_received(w.into(), now);
+                self.actions(actions, now);
+            }
+            Control::Probe { nonce, relay } => {
+                self.send(from, &Control::Ack { nonce, relay });
+            }
+            Control::Ack {
+                nonce,
+                relay: Some(to),
+            } => {
+                self.send(to, &Control::Ack { nonce, relay: None });
+            }
+            Control::Ack { nonce, relay: None } => {
+                if let Some(v) = self.verify.filter(|v| v.nonce == nonce) {
+                    self.verify = None;
+                    let actions = self.election.verified(v.node, true, now);
+                    self.actions(actions, now);
+                }
+            }
+            Control::ProbeFor { nonce, target } => {
+                if target != self.me.id {
+                    self.send(
+                        target,
+                        &Control::Probe {
+                            nonce,
+                            relay: Some(from),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Sends a control message to a member (dialled at its known address if need be).
+    fn send(&mut self, to: NodeId, c: &Control) {
+        let addr = self.members.get(&to).map(|(i, _)| i.addr);
+        self.out.push(Outgoing {
+            to,
+            addr,
+            data: encode_control(c),
+        });
+    }
+
+    /// Acts on foca's effects and refreshes the member table from foca's.
+    fn after_foca(&mut self, now: u64) {
+        self.drain_outbox(now);
+        let mut seen: BTreeMap<NodeId, (Ident, MemberState)> = BTreeMap::new();
+        for m in self.foca.iter_membership_state() {
+            let state = match m.state() {
+                foca::State::Alive => MemberState::Alive,
+                foca::State::Suspect => MemberState::Suspect,
+                foca::State::Down => MemberState::Down,
+            };
+            seen.insert(m.id().id, (*m.id(), state));
+        }
+        if seen == self.members {
+            return;
+        }
+        let mut changes = Vec::new();
+        for (id, now_is) in &seen {
+            let before = self.members.get(id);
+            if before != Some(now_is) {
+                changes.push((*now_is, before.is_none_or(|(_, s)| *s == MemberState::Down)));
+            }
+        }
+        for (id, (ident, _)) in &self.members {
+            if !seen.contains_key(id) {
+                // Forgotten after remove_down_after: the election sees it Down.
+                changes.push(((*ident, MemberState::Down), false));
+            }
+        }
+        self.members = seen;
+        self.dirty = true;
+        for ((ident, state), was_absent) in changes {
+            debug!(member = %ident.id.short(), addr = %ident.addr, ?state, "membership change");
+            if state == MemberState::Alive && was_absent {
+                // A newcomer learns this node's advert at once (gossip items may be spent).
+                let item = Item::Advert(VersionedAdvert {
+                    origin: self.me.id,
+                    version: (self.me.boot, self.advert_seq),
+                    fence: self.election.epoch(),
+                    advert: self.advert.clone(),
+                });
+                self.send(ident.id, &Control::Item(item));
+            }
+            let actions = self.election.member(ident.rank(), state, now);
+            self.actions(actions, now);
+        }
+    }
+
+    fn drain_outbox(&mut self, now: u64) {
+        for (to, data) in self.outbox.sends.drain(..) {
+            let mut d = Vec::with_capacity(data.len() + 1);
+            d.push(TAG_SWIM);
+            d.extend_from_slice(&data);
+            self.out.push(Outgoing {
+                to: to.id,
+                addr: Some(to.addr),
+                data: d,
+            });
+        }
+        for (after, timer) in self.outbox.timers.drain(..) {
+            self.timer_seq += 1;
+            self.timers
+                .push(Reverse((now + ms(after), self.timer_seq, timer)));
+        }
+        for n in self.outbox.notes.drain(..) {
+            match n {
+                OwnedNotification::Rejoin(id) => {
+                    info!(bump = id.bump, "declared down by the mesh; rejoined");
+                    self.me = id;
+                }
+                OwnedNotification::Defunct => info!("declared down by the mesh"),
+                OwnedNotification::Active => debug!("membership active"),
+                OwnedNotification::Idle => debug!("membership idle: no other member"),
+                _ => {}
+            }
+        }
+        let claims = std::mem::take(&mut self.table.lock().claims);
+        for c in claims {
+            let actions = self.election.claim_received(c, now);
+            self.actions(actions, now);
+        }
+    }
+
+    fn actions(&mut self, actions: Vec<Action>, now: u64) {
+        for a in actions {
+            match a {
+                Action::Broadcast(claim) => {
+                    if let Err(e) = self
+                        .foca
+                        .add_broadcast(&encode_item(&Item::Claim(claim.into())))
+                    {
+                        debug!("cannot queue the claim: {e}");
+                    }
+                    let live: Vec<NodeId> = self
+                        .members
+                        .iter()
+                        .filter(|(_, (_, s))| *s != MemberState::Down)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in live {
+                        self.send(id, &Control::Claim(claim.into()));
+                    }
+                }
+                Action::Send { to, claim } => self.send(to, &Control::Claim(claim.into())),
+                Action::Verify(node) => self.start_verify(node, now),
+                Action::StepDown { epoch } => {
+                    info!(epoch, "no longer the coordinator");
+                    self.dirty = true;
+                }
+                Action::Coordinator(c) => {
+                    match c {
+                        Some(c) => {
+                            info!(coordinator = %c.node().short(), epoch = c.epoch, "coordinator")
+                        }
+                        None => info!("no live coordinator; succession pending"),
+                    }
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Probes `node` directly and through up to `indirect_probes` other live members.
+    fn start_verify(&mut self, node: NodeId, now: u64) {
+        self.counters.verifications += 1;
+        let nonce = self.rng.random();
+        self.verify = Some(Verify {
+            node,
+            nonce,
+            deadline: now + ms(self.settings.verify_timeout),
+        });
+        self.send(node, &Control::Probe { nonce, relay: None });
+        let mut helpers: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, (_, s))| **id != node && *s == MemberState::Alive)
+            .map(|(id, _)| *id)
+            .collect();
+        for _ in 0..self.settings.indirect_probes.min(helpers.len()) {
+            let i = self.rng.random_range(0..helpers.len());
+            let h = helpers.swap_remove(i);
+            self.send(
+                h,
+                &Control::ProbeFor {
+                    nonce,
+                    target: node,
+                },
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::election::NodeClass;
+
+    /// Cores on a perfect in-memory network under virtual time (1 ms per hop).
+    struct Sim {
+        nodes: Vec<Core>,
+        up: Vec<bool>,
+        queue: Vec<(u64, usize, NodeId, Vec<u8>)>,
+        now: u64,
+    }
+
+    fn node_id(i: usize) -> NodeId {
+        NodeId([i as u8 + 1; 32])
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, i as u8 + 1], 7471))
+    }
+
+    impl Sim {
+        fn new(n: usize) -> Self {
+            let nodes = (0..n)
+                .map(|i| {
+                    let me = Ident {
+                        id: node_id(i),
+                        addr: addr(i),
+                        boot: 1,
+                        bump: 0,
+                        joined: 1000 + i as u64,
+                        class: NodeClass::Desktop,
+                    };
+                    let settings = Settings {
+                        seed: i as u64,
+                        ..Settings::default()
+                    };
+                    Core::new(me, Advert::default(), settings, 0)
+                })
+                .collect();
+            Sim {
+                nodes,
+                up: vec![true; n],
+                queue: Vec::new(),
+                now: 0,
+            }
+        }
+
+        fn index(&self, id: NodeId) -> Option<usize> {
+            self.nodes.iter().position(|c| c.identity().id == id)
+        }
+
+        fn collect(&mut self) {
+            for i in 0..self.nodes.len() {
+                let from = self.nodes[i].identity().id;
+                for o in self.nodes[i].take_outgoing() {
+                    if let Some(j) = self.index(o.to) {
+                        self.queue.push((self.now + 1, j, from, o.data));
+                    }
+                }
+            }
+        }
+
+        /// Runs for `ms` of virtual time, in 1 ms steps.
+        fn run(&mut self, ms: u64) {
+            let end = self.now + ms;
+            while self.now < end {
+                self.now += 1;
+                let now = self.now;
+                let (due, rest): (Vec<_>, Vec<_>) =
+                    self.queue.drain(..).partition(|(t, ..)| *t <= now);
+                self.queue = rest;
+                for (_, j, from, data) in due {
+                    if self.up[j] {
+                        self.nodes[j].datagram(from, &data, now);
+                    }
+                }
+                for i in 0..self.nodes.len() {
+                    if self.up[i] && self.nodes[i].next_deadline().is_some_and(|d| d <= now) {
+                        self.nodes[i].poll(now);
+                    }
+                }
+                self.collect();
+                for i in 0..self.nodes.len() {
+                    if !self.up[i] {
+                        self.nodes[i].take_outgoing();
+                    }
+                }
+            }
+        }
+
+        fn join_all_via(&mut self, seed: usize) {
+            for i in 0..self.nodes.len() {
+                if i != seed {
+                    let now = self.now;
+                    self.nodes[i].suggest(node_id(seed), addr(seed), now);
+                }
+            }
+            self.collect();
+        }
+
+        fn coordinators(&self) -> Vec<Option<Coordinator>> {
+            (0..self.nodes.len())
+                .filter(|i| self.up[*i])
+                .map(|i| self.nodes[i].snapshot().coordinator)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn nodes_joining_through_one_seed_see_each_other_and_agree_on_a_coordinator() {
+        let mut sim = Sim::new(5);
+        sim.join_all_via(0);
+        sim.run(10_000);
+        for (i, n) in sim.nodes.iter().enumerate() {
+            let s = n.snapshot();
+            assert_eq!(s.members.len(), 4, "node {i}: {:?}", s.members);
+            for m in &s.members {
+                assert_eq!(m.state, MemberState::Alive, "node {i} sees {m:?}");
+                assert_eq!(m.addrs, vec![addr(sim.index(m.id).unwrap())]);
+                assert!(m.advert.is_some(), "node {i} has no advert of {m:?}");
+            }
+        }
+        let c = sim.coordinators();
+        assert!(c[0].is_some());
+        assert!(c.iter().all(|x| *x == c[0]), "{c:?}");
+        // The oldest member (best rank) coordinates.
+        assert_eq!(c[0].unwrap().id, node_id(0));
+    }
+
+    #[test]
+    fn an_advert_change_reaches_every_member() {
+        let mut sim = Sim::new(5);
+        sim.join_all_via(0);
+        sim.run(5_000);
+        let advert = Advert {
+            slots_total: 16,
+            slots_busy: 3,
+            ..Advert::default()
+        };
+        let now = sim.now;
+        sim.nodes[3].set_advert(advert.clone(), now);
+        sim.collect();
+        sim.run(3_000);
+        for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != 3) {
+            let s = n.snapshot();
+            let m = s.member(&node_id(3)).unwrap();
+            assert_eq!(m.advert.as_ref(), Some(&advert), "node {i}");
+        }
+    }
+
+    #[test]
+    fn the_coordinator_dies_and_the_survivors_agree_on_a_successor() {
+        let mut sim = Sim::new(5);
+        sim.join_all_via(0);
+        sim.run(8_000);
+        let before = sim.coordinators()[0].unwrap();
+        let dead = sim.index(before.id).unwrap();
+        sim.up[dead] = false;
+        sim.run(8_000);
+        let after = sim.coordinators();
+        let first = after[0].unwrap();
+        assert_ne!(first.id, before.id);
+        assert!(first.epoch > before.epoch);
+        assert!(after.iter().all(|c| *c == Some(first)), "{after:?}");
+        for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != dead) {
+            let s = n.snapshot();
+            assert_eq!(
+                s.member(&before.id).unwrap().state,
+                MemberState::Down,
+                "node {i}"
+            );
+            assert_eq!(
+                s.members
+                    .iter()
+                    .filter(|m| m.state == MemberState::Alive)
+                    .count(),
+                3
+            );
+        }
+    }
+
+    #[test]
+    fn a_graceful_leave_of_the_coordinator_hands_over() {
+        let mut sim = Sim::new(4);
+        sim.join_all_via(0);
+        sim.run(8_000);
+        let before = sim.coordinators()[0].unwrap();
+        let leaving = sim.index(before.id).unwrap();
+        let now = sim.now;
+        sim.nodes[leaving].leave(now);
+        sim.collect();
+        sim.up[leaving] = false;
+        sim.run(100);
+        let after = sim.coordinators();
+        assert!(
+            after
+                .iter()
+                .all(|c| c.is_some_and(|c| c.id != before.id && c.epoch == before.epoch + 1)),
+            "{after:?}"
+        );
+    }
+
+    #[test]
+    fn a_moved_node_is_seen_at_its_new_address_as_the_same_node() {
+        let mut sim = Sim::new(3);
+        sim.join_all_via(0);
+        sim.run(5_000);
+        let moved = SocketAddr::from(([10, 9, 9, 9], 7471));
+        let now = sim.now;
+        sim.nodes[2].set_addr(moved, now);
+        sim.collect();
+        sim.run(5_000);
+        for i in 0..2 {
+            let s = sim.nodes[i].snapshot();
+            let m = s.member(&node_id(2)).unwrap();
+            assert_eq!(m.addrs, vec![moved]);
+            assert_eq!(m.state, MemberState::Alive);
+            assert_eq!(s.members.len(), 2);
+        }
+    }
+
+    #[test]
+    fn forged_and_malformed_datagrams_are_dropped_and_counted() {
+        let mut sim = Sim::new(2);
+        sim.join_all_via(0);
+        sim.run(3_000);
+        let now = sim.now;
+        // A SWIM packet from node 1, delivered as if node 0's connection carried it... from
+        // a third node: the header's sender does not match the connection.
+        sim.nodes[1].suggest(node_id(0), addr(0), now);
+        let swim = sim.nodes[0]
+            .take_outgoing()
+            .into_iter()
+            .chain(sim.nodes[1].take_outgoing())
+            .find(|o| o.data[0] == TAG_SWIM);
+        let before = sim.nodes[0].counters().malformed;
+        if let Some(o) = swim {
+            sim.nodes[0].datagram(node_id(7), &o.data, now);
+        }
+        sim.nodes[0].datagram(node_id(1), &[], now);
+        sim.nodes[0].datagram(node_id(1), &[9, 1, 2], now);
+        sim.nodes[0].datagram(node_id(1), &[TAG_CONTROL, 0xff, 0xff], now);
+        sim.nodes[0].datagram(node_id(1), &vec![TAG_SWIM; 5000], now);
+        assert!(sim.nodes[0].counters().malformed >= before + 4);
+        assert_eq!(sim.nodes[0].snapshot().members.len(), 1);
+    }
+}
