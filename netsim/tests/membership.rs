@@ -258,3 +258,32 @@ impl Fences {
         }
     }
 }
+
+/// Membership on every node keeps the run repeatable: the same seed gives the same trace.
+#[test]
+fn membership_same_seed_same_trace() {
+    let run = |seed: u64| async move {
+        let mut sim = sim(seed);
+        for _ in 0..4 {
+            sim.add_node();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sim.kill(0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sim.shutdown().await;
+        sim.net().trace()
+    };
+    for seed in seeds::seeds(2) {
+        let a = seeds::run_one("membership_same_seed_same_trace", seed, run);
+        let b = seeds::run_one("membership_same_seed_same_trace", seed, run);
+        if let Some(i) = a.first_difference(&b) {
+            panic!(
+                "seed {seed}: traces differ at event {i} of {}/{}\n{}---\n{}",
+                a.0.len(),
+                b.0.len(),
+                a.around(i, 3),
+                b.around(i, 3)
+            );
+        }
+    }
+}
