@@ -110,6 +110,9 @@ pub struct TransportConfig {
     pub socket_buffer: usize,
     /// Concurrent requests a peer may have open on one connection.
     pub max_streams: u32,
+    /// Seed for quinn's endpoint RNG, so a simulated run repeats exactly; `None` (the default,
+    /// and always in production) draws it from the OS.
+    pub rng_seed: Option<[u8; 32]>,
     /// How long a held connection to a peer dialed at another address has to answer a ping
     /// before it counts as dead and is replaced by a new dial.
     pub verify_timeout: Duration,
@@ -128,6 +131,7 @@ impl Default for TransportConfig {
             deny: HashSet::new(),
             socket_buffer: 4 << 20,
             max_streams: 1024,
+            rng_seed: None,
             verify_timeout: Duration::from_secs(1),
         }
     }
@@ -356,16 +360,14 @@ impl Mesh {
             None
         };
         let local_addr = socket.local_addr().ok();
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            server,
-            socket,
-            runtime,
-        )
-        .map_err(|source| MeshError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.rng_seed(config.rng_seed);
+        let endpoint =
+            quinn::Endpoint::new_with_abstract_socket(endpoint_config, server, socket, runtime)
+                .map_err(|source| MeshError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let mesh = Arc::new(Self {
             endpoint,
             key,

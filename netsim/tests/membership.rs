@@ -1,0 +1,289 @@
+//! Membership and election scenarios: the real membership layer (foca over the mesh's QUIC
+//! datagrams, the election) on every node of a simulated network.
+//!
+//! Timing figures are printed (virtual time, per seed and p99 over seeds), not asserted
+//! against tight bounds: the assertions are on outcomes, with generous virtual deadlines,
+//! except where the brief sets a target (coordinator failover p99 ≤ 2 s virtual).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use meshcc::mesh::election::MemberState;
+use meshcc::mesh::identity::NodeId;
+use meshcc::mesh::membership::core::Settings;
+use meshcc::mesh::transport::TransportConfig;
+use meshcc_netsim::{seeds, Sim};
+use tokio::time::Instant;
+
+fn sim(seed: u64) -> Sim {
+    Sim::with_membership(seed, TransportConfig::default(), Settings::default())
+}
+
+/// Nodes from `MESHCC_SIM_NODES`, else `default`.
+fn nodes(default: usize) -> usize {
+    std::env::var("MESHCC_SIM_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// True when every node of `group` sees every other one of `group` alive.
+fn all_alive(sim: &Sim, group: &[usize]) -> bool {
+    group.iter().all(|&i| {
+        let v = sim.view(i);
+        group.iter().filter(|&&j| j != i).all(|&j| {
+            v.member(&sim.id(j))
+                .is_some_and(|m| m.state == MemberState::Alive)
+        })
+    })
+}
+
+/// The coordinators the nodes of `group` follow (ids, with epochs).
+fn coordinators(sim: &Sim, group: &[usize]) -> BTreeSet<Option<(NodeId, u64)>> {
+    group
+        .iter()
+        .map(|&i| sim.coordinator(i).map(|c| (c.id, c.epoch)))
+        .collect()
+}
+
+/// Exactly one coordinator, agreed by all of `group`, and one of them.
+fn one_coordinator(sim: &Sim, group: &[usize]) -> Option<(NodeId, u64)> {
+    let c = coordinators(sim, group);
+    match c.iter().next() {
+        Some(Some((id, epoch))) if c.len() == 1 && group.iter().any(|&i| sim.id(i) == *id) => {
+            Some((*id, *epoch))
+        }
+        _ => None,
+    }
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64) * 0.99).ceil() as usize;
+    v[i.saturating_sub(1).min(v.len() - 1)]
+}
+
+/// Every node joins (seeded with the first three) and every node comes to know all others;
+/// then one (not the coordinator) crashes and every other comes to see it down.
+#[test]
+fn join_and_crash_converge() {
+    let n = nodes(30);
+    let results = seeds::run("join_and_crash_converge", 3, |seed| async move {
+        let mut sim = sim(seed);
+        sim.net().set_tracing(false);
+        let all: Vec<usize> = (0..n).map(|_| sim.add_node()).collect();
+        let t0 = Instant::now();
+        sim.eventually(
+            "every node knows every other alive",
+            Duration::from_secs(120),
+            || all_alive(&sim, &all),
+        )
+        .await;
+        let join = t0.elapsed();
+        sim.eventually("one coordinator", Duration::from_secs(60), || {
+            one_coordinator(&sim, &all).is_some()
+        })
+        .await;
+        let (coord, _) = one_coordinator(&sim, &all).unwrap_or_else(|| unreachable!());
+        let victim = *all
+            .iter()
+            .rev()
+            .find(|&&i| sim.id(i) != coord)
+            .unwrap_or(&0);
+        let victim_id = sim.id(victim);
+        sim.kill(victim);
+        let rest: Vec<usize> = sim.live();
+        let t1 = Instant::now();
+        sim.eventually(
+            "every node sees the crash",
+            Duration::from_secs(120),
+            || {
+                rest.iter().all(|&i| {
+                    sim.view(i)
+                        .member(&victim_id)
+                        .is_none_or(|m| m.state == MemberState::Down)
+                })
+            },
+        )
+        .await;
+        let crash = t1.elapsed();
+        sim.shutdown().await;
+        (join, crash)
+    });
+    let joins: Vec<Duration> = results.iter().map(|(_, (j, _))| *j).collect();
+    let crashes: Vec<Duration> = results.iter().map(|(_, (_, c))| *c).collect();
+    eprintln!(
+        "{n} nodes, {} seeds: join known to all p99 {:?}, crash known to all p99 {:?}",
+        results.len(),
+        p99(joins),
+        p99(crashes)
+    );
+}
+
+/// The coordinator is killed: the others agree on exactly one new coordinator with a higher
+/// epoch. The failover time (kill → all agree) has p99 ≤ 2 s of virtual time over the seeds.
+#[test]
+fn coordinator_killed_one_new_coordinator() {
+    let results = seeds::run(
+        "coordinator_killed_one_new_coordinator",
+        50,
+        |seed| async move {
+            let mut sim = sim(seed);
+            sim.net().set_tracing(false);
+            let all: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+            sim.eventually("one coordinator", Duration::from_secs(60), || {
+                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+            })
+            .await;
+            let (old, epoch) = one_coordinator(&sim, &all).unwrap_or_else(|| unreachable!());
+            let dead = *all.iter().find(|&&i| sim.id(i) == old).unwrap_or(&0);
+            sim.kill(dead);
+            let rest = sim.live();
+            let t = Instant::now();
+            sim.eventually("a new coordinator", Duration::from_secs(60), || {
+                one_coordinator(&sim, &rest).is_some_and(|(id, e)| id != old && e > epoch)
+            })
+            .await;
+            let failover = t.elapsed();
+            sim.shutdown().await;
+            failover
+        },
+    );
+    let times: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
+    let worst = p99(times);
+    eprintln!(
+        "coordinator failover, 5 nodes, {} seeds: p99 {worst:?}",
+        results.len()
+    );
+    assert!(
+        worst <= Duration::from_secs(2),
+        "failover p99 {worst:?} > 2 s"
+    );
+}
+
+/// Five nodes split 3/2: each side ends with its own single coordinator; healed, all five end
+/// with exactly one, and no node's epoch ever went back.
+#[test]
+fn partition_three_two_and_heal() {
+    seeds::run("partition_three_two_and_heal", 20, |seed| async move {
+        let mut sim = sim(seed);
+        sim.net().set_tracing(false);
+        let all: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
+        sim.eventually("one coordinator", Duration::from_secs(60), || {
+            all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+        })
+        .await;
+        let hosts: Vec<_> = all.iter().map(|&i| sim.node(i).host).collect();
+        let (big, small) = (&all[..3], &all[3..]);
+        let mut fences = Fences::new(&sim, &all);
+        sim.net().partition(&[&hosts[..3], &hosts[3..]]);
+        sim.eventually("one coordinator per side", Duration::from_secs(60), || {
+            fences.check(&sim);
+            one_coordinator(&sim, big).is_some() && one_coordinator(&sim, small).is_some()
+        })
+        .await;
+        sim.net().heal();
+        sim.eventually(
+            "exactly one after healing",
+            Duration::from_secs(120),
+            || {
+                fences.check(&sim);
+                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+            },
+        )
+        .await;
+        sim.shutdown().await;
+    });
+}
+
+/// A laptop member sleeps for 30 s (its host frozen: nothing in or out, its QUIC timers
+/// stopped; its membership task keeps time, like a laptop whose network went away) and
+/// wakes: the mesh ends with exactly one coordinator, every node back alive, and no node's
+/// coordinator epoch ever went back.
+#[test]
+fn laptop_sleeps_no_epoch_goes_back() {
+    seeds::run("laptop_sleeps_no_epoch_goes_back", 20, |seed| async move {
+        let mut sim = sim(seed);
+        sim.net().set_tracing(false);
+        let mut all: Vec<usize> = (0..4).map(|_| sim.add_node()).collect();
+        all.push(sim.add_node_as(Sim::ip_for(4), meshcc::mesh::election::NodeClass::Laptop));
+        let laptop = all[4];
+        sim.eventually("one coordinator", Duration::from_secs(60), || {
+            all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+        })
+        .await;
+        let mut fences = Fences::new(&sim, &all);
+        let host = sim.node(laptop).host;
+        sim.net().freeze(host).unwrap_or_else(|e| panic!("{e}"));
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            fences.check(&sim);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sim.net().wake(host).unwrap_or_else(|e| panic!("{e}"));
+        sim.eventually(
+            "one coordinator, all alive",
+            Duration::from_secs(120),
+            || {
+                fences.check(&sim);
+                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+            },
+        )
+        .await;
+        sim.shutdown().await;
+    });
+}
+
+/// The highest coordinator epoch each node has followed; [`Fences::check`] fails if one
+/// goes back.
+struct Fences(Vec<(usize, u64)>);
+
+impl Fences {
+    fn new(sim: &Sim, nodes: &[usize]) -> Self {
+        let mut f = Fences(nodes.iter().map(|&i| (i, 0)).collect());
+        f.check(sim);
+        f
+    }
+
+    fn check(&mut self, sim: &Sim) {
+        for (i, seen) in self.0.iter_mut() {
+            if let Some(c) = sim.coordinator(*i) {
+                assert!(
+                    c.epoch >= *seen,
+                    "node {i}'s coordinator epoch went back from {seen} to {}",
+                    c.epoch
+                );
+                *seen = c.epoch;
+            }
+        }
+    }
+}
+
+/// Membership on every node keeps the run repeatable: the same seed gives the same trace.
+#[test]
+fn membership_same_seed_same_trace() {
+    let run = |seed: u64| async move {
+        let mut sim = sim(seed);
+        for _ in 0..4 {
+            sim.add_node();
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sim.kill(0);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        sim.shutdown().await;
+        sim.net().trace()
+    };
+    for seed in seeds::seeds(2) {
+        let a = seeds::run_one("membership_same_seed_same_trace", seed, run);
+        let b = seeds::run_one("membership_same_seed_same_trace", seed, run);
+        if let Some(i) = a.first_difference(&b) {
+            panic!(
+                "seed {seed}: traces differ at event {i} of {}/{}\n{}---\n{}",
+                a.0.len(),
+                b.0.len(),
+                a.around(i, 3),
+                b.around(i, 3)
+            );
+        }
+    }
+}
