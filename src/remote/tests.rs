@@ -23,20 +23,17 @@ use crate::node::stats::Stats;
 
 const GCC: &str = "/usr/bin/gcc";
 
-/// Runs gcc, but only once the test opens the gate (a job that stays running on demand).
-struct Gated {
-    gate: Arc<Notify>,
+/// A job that starts (and says so) but never finishes: a worker busy until it dies.
+struct Stalled {
     started: Arc<Notify>,
 }
 
-impl Executor for Gated {
-    fn run(&self, job: ExecJob) -> ExecFuture {
-        let gate = self.gate.clone();
+impl Executor for Stalled {
+    fn run(&self, _job: ExecJob) -> ExecFuture {
         let started = self.started.clone();
         Box::pin(async move {
             started.notify_one();
-            gate.notified().await;
-            crate::compiler::run(&job.compiler, &job.args, &job.dir, &job.env).await
+            std::future::pending().await
         })
     }
 }
@@ -106,6 +103,15 @@ fn node(
 
 fn real() -> Arc<dyn Executor> {
     Arc::new(CompilerExecutor)
+}
+
+/// A [`Stalled`] executor and the signal it gives when a job starts.
+fn stalled() -> (Arc<Notify>, Arc<dyn Executor>) {
+    let started = Arc::new(Notify::new());
+    let exec = Arc::new(Stalled {
+        started: started.clone(),
+    });
+    (started, exec)
 }
 
 /// Gives every node a view of all the others as alive, with their current adverts.
@@ -304,19 +310,9 @@ async fn a_worker_without_the_toolchain_is_skipped_and_busy_means_the_next_candi
 #[tokio::test]
 async fn a_worker_lost_mid_job_means_attempt_two_elsewhere() {
     let k = ClusterSecret::generate().unwrap();
-    let gate = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
+    let (started, exec) = stalled();
     let client = node(&k, 0, Policy::default(), real(), true);
-    let doomed = node(
-        &k,
-        2,
-        Policy::default(),
-        Arc::new(Gated {
-            gate: gate.clone(),
-            started: started.clone(),
-        }),
-        true,
-    );
+    let doomed = node(&k, 2, Policy::default(), exec, true);
     connect_views(&[&client, &doomed], None);
     let src = tempfile::tempdir().unwrap();
     let (job, reference) = job_and_reference(src.path(), &["-O2", "-g0"]);
@@ -371,19 +367,9 @@ async fn workers_killed_before_the_build_cost_no_local_fallback() {
 #[tokio::test]
 async fn a_dead_clients_slot_is_freed() {
     let k = ClusterSecret::generate().unwrap();
-    let gate = Arc::new(Notify::new());
-    let started = Arc::new(Notify::new());
+    let (started, exec) = stalled();
     let client = node(&k, 0, Policy::default(), real(), true);
-    let worker = node(
-        &k,
-        1,
-        Policy::default(),
-        Arc::new(Gated {
-            gate,
-            started: started.clone(),
-        }),
-        true,
-    );
+    let worker = node(&k, 1, Policy::default(), exec, true);
     connect_views(&[&client, &worker], None);
     let src = tempfile::tempdir().unwrap();
     let (job, _) = job_and_reference(src.path(), &["-O2"]);
@@ -403,18 +389,9 @@ async fn a_dead_clients_slot_is_freed() {
 #[tokio::test]
 async fn a_job_given_up_by_its_client_frees_its_slot() {
     let k = ClusterSecret::generate().unwrap();
-    let started = Arc::new(Notify::new());
+    let (started, exec) = stalled();
     let client = node(&k, 0, Policy::default(), real(), true);
-    let worker = node(
-        &k,
-        1,
-        Policy::default(),
-        Arc::new(Gated {
-            gate: Arc::new(Notify::new()),
-            started: started.clone(),
-        }),
-        true,
-    );
+    let worker = node(&k, 1, Policy::default(), exec, true);
     connect_views(&[&client, &worker], None);
     let src = tempfile::tempdir().unwrap();
     let (job, _) = job_and_reference(src.path(), &["-O2"]);
