@@ -11,3 +11,14 @@ pub mod mesh;
 pub mod node;
 pub mod remote;
 pub mod wrapper;
+
+/// Spawns a task that keeps the caller's tracing span, so that a node's background tasks
+/// log under its span (the job's, or in a simulation of many nodes, the node's).
+pub(crate) fn spawn<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    tokio::spawn(task.in_current_span())
+}

@@ -9,20 +9,30 @@
 //! ([`Membership`]: foca SWIM over the mesh's datagrams, gossiped adverts, the election) with
 //! its own [`ViewHandles`]; discovery is the harness: a new node is given the addresses of the
 //! first live nodes as seeds ([`SEEDS_PER_NODE`]), and scenarios may suggest more.
+//!
+//! With [`Sim::with_jobs`] each node also runs the real distributed-compilation side
+//! ([`meshcc::remote::start`]: worker, coordinator service, dispatch client) with a
+//! [`FakeCompiler`] as its executor, and scenarios push [`Build`]s through any node's client.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use meshcc::mesh::cluster::ClusterSecret;
-use meshcc::mesh::election::NodeClass;
+use meshcc::mesh::election::{MemberState, NodeClass};
 use meshcc::mesh::identity::{NodeId, NodeKey};
 use meshcc::mesh::membership::core::Settings as MemberSettings;
 use meshcc::mesh::membership::{Membership, Start, Suggestion};
 use meshcc::mesh::transport::{Mesh, TransportConfig};
 use meshcc::mesh::view::{Advert, Coordinator, Snapshot, ViewHandles};
+use meshcc::node::stats::Stats;
+use meshcc::remote::client::Client;
+use meshcc::remote::dispatch::Policy;
+use meshcc::remote::RemoteSettings;
 use tokio::sync::mpsc;
 
+use crate::jobs::{Build, BuildNode, FakeCompile, FakeCompiler, Ledger, COMPILER, TOOLCHAIN};
 use crate::net::{HostId, Net};
 
 /// The UDP port every simulated node listens on.
@@ -30,6 +40,9 @@ pub const PORT: u16 = 7471;
 
 /// How many live nodes a new node is given as seeds (the lowest-numbered ones).
 pub const SEEDS_PER_NODE: usize = 3;
+
+/// Worker slots of a node added without saying how many.
+pub const DEFAULT_SLOTS: u32 = 2;
 
 /// The PKCS#8 (v1) wrapping of an ed25519 private key seed.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -59,10 +72,32 @@ pub struct SimNode {
     pub views: ViewHandles,
     /// Its membership layer, while it runs (with [`Sim::with_membership`]).
     pub membership: Option<Membership>,
+    /// Its dispatch client (worker and coordinator service behind it), while it runs (with
+    /// [`Sim::with_jobs`]).
+    pub client: Option<Arc<Client>>,
+    /// Its counters (remote jobs, retries, fallbacks), for the current boot.
+    pub stats: Option<Arc<Stats>>,
+    /// Its worker slots (0: it only sends jobs).
+    pub slots: u32,
     /// Discovery: suggestions handed to its membership.
     suggest: Option<mpsc::Sender<Suggestion>>,
     /// Starts so far (membership's boot counter).
     boots: u64,
+}
+
+/// The distributed-compilation side of a simulation's nodes.
+#[derive(Debug)]
+struct Jobs {
+    compile: FakeCompile,
+    policy: Policy,
+    ledger: Ledger,
+    scratch: std::path::PathBuf,
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
 }
 
 /// A set of meshcc nodes on one simulated network (see the module docs).
@@ -72,6 +107,7 @@ pub struct Sim {
     secret: ClusterSecret,
     config: TransportConfig,
     membership: Option<MemberSettings>,
+    jobs: Option<Jobs>,
     nodes: Vec<SimNode>,
 }
 
@@ -91,6 +127,7 @@ impl Sim {
             secret,
             config,
             membership: None,
+            jobs: None,
             nodes: Vec::new(),
         }
     }
@@ -101,6 +138,32 @@ impl Sim {
         Self {
             membership: Some(settings),
             ..Self::with_config(seed, config)
+        }
+    }
+
+    /// An empty simulation whose nodes run membership with `settings` and the real
+    /// distributed-compilation side with `policy`, compiling with a [`FakeCompiler`] that
+    /// behaves as `compile` says. Job directories go under a temporary folder removed with
+    /// the simulation.
+    pub fn with_jobs(
+        seed: u64,
+        config: TransportConfig,
+        settings: MemberSettings,
+        compile: FakeCompile,
+        policy: Policy,
+    ) -> Self {
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch =
+            std::env::temp_dir().join(format!("meshcc-netsim-{}-{seed}-{run}", std::process::id()));
+        Self {
+            jobs: Some(Jobs {
+                compile,
+                policy,
+                ledger: Ledger::default(),
+                scratch,
+            }),
+            ..Self::with_membership(seed, config, settings)
         }
     }
 
@@ -127,6 +190,12 @@ impl Sim {
 
     /// Adds and starts a node of this class (server, desktop, laptop) at `ip`.
     pub fn add_node_as(&mut self, ip: IpAddr, class: NodeClass) -> usize {
+        self.add_node_with(ip, class, DEFAULT_SLOTS)
+    }
+
+    /// Adds and starts a node of this class at `ip` with `slots` worker slots (0: a node that
+    /// only sends jobs; slots matter with [`Sim::with_jobs`]).
+    pub fn add_node_with(&mut self, ip: IpAddr, class: NodeClass, slots: u32) -> usize {
         let i = self.nodes.len();
         let host = self
             .net
@@ -141,6 +210,9 @@ impl Sim {
             mesh: None,
             views,
             membership: None,
+            client: None,
+            stats: None,
+            slots,
             suggest: None,
             boots: 0,
         });
@@ -149,6 +221,8 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize) {
+        // Every task the node spawns logs under this span.
+        let _span = tracing::info_span!("node", n = i).entered();
         let node = &self.nodes[i];
         let socket = self
             .net
@@ -204,7 +278,99 @@ impl Sim {
                 Some(Membership::start(mesh.clone(), views, settings, start, rx));
             self.nodes[i].suggest = Some(tx);
         }
+        if let Some(jobs) = &self.jobs {
+            let node = &self.nodes[i];
+            let runtime = self
+                .net
+                .runtime(node.host)
+                .unwrap_or_else(|e| panic!("node {i}: {e}"));
+            let executor = FakeCompiler::new(
+                i,
+                node.boots,
+                runtime,
+                self.net.with_rng(|r| r.next_u64()),
+                jobs.compile,
+                jobs.ledger.clone(),
+            );
+            let scratch = jobs.scratch.join(format!("n{i}-b{}", node.boots));
+            let stats = Arc::new(Stats::load(scratch.join("stats")));
+            let settings = RemoteSettings {
+                slots: Some(node.slots),
+                policy: jobs.policy,
+                rng_seed: Some(self.net.with_rng(|r| r.next_u64())),
+                ..RemoteSettings::default()
+            };
+            let client = meshcc::remote::start(
+                mesh.clone(),
+                &node.views,
+                &settings,
+                scratch,
+                stats.clone(),
+                Arc::new(executor),
+            );
+            if node.slots > 0 {
+                client
+                    .worker()
+                    .add_toolchain(TOOLCHAIN, std::path::PathBuf::from(COMPILER));
+            }
+            self.nodes[i].client = Some(client);
+            self.nodes[i].stats = Some(stats);
+        }
         self.nodes[i].mesh = Some(mesh);
+    }
+
+    /// Starts a build of `jobs` jobs on node `client`'s dispatch, `parallel` at a time (needs
+    /// [`Sim::with_jobs`]; job ids are drawn from the seed).
+    pub fn build(&self, client: usize, jobs: usize, parallel: usize) -> Build {
+        let setup = self
+            .jobs
+            .as_ref()
+            .unwrap_or_else(|| panic!("Sim::build needs Sim::with_jobs"));
+        let node = &self.nodes[client];
+        let ids = (0..jobs)
+            .map(|_| self.net.with_rng(|r| r.next_u64()))
+            .collect();
+        let build_node = BuildNode {
+            index: client,
+            boot: node.boots,
+            client: node
+                .client
+                .clone()
+                .unwrap_or_else(|| panic!("node {client} is not running")),
+            runtime: self
+                .net
+                .runtime(node.host)
+                .unwrap_or_else(|e| panic!("node {client}: {e}")),
+            ledger: setup.ledger.clone(),
+            compile: setup.compile,
+        };
+        let _span = tracing::info_span!("node", n = client).entered();
+        Build::start(
+            build_node,
+            ids,
+            parallel,
+            self.net.with_rng(|r| r.next_u64()),
+        )
+    }
+
+    /// The ledger of every compile begun (with [`Sim::with_jobs`]).
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.jobs.as_ref().map(|j| &j.ledger)
+    }
+
+    /// The harness index of the node with this id.
+    pub fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.key.id() == *id)
+    }
+
+    /// How many times node `i` has started.
+    pub fn boots(&self, i: usize) -> u64 {
+        self.nodes[i].boots
+    }
+
+    /// Worker slots node `i` has in use now (from its advert).
+    pub fn busy_slots(&self, i: usize) -> u32 {
+        self.nodes[i].views.advert.borrow().slots_busy
     }
 
     /// Tells node `i`'s membership that node `j` may be reached at its current address.
@@ -225,6 +391,36 @@ impl Sim {
     /// The coordinator node `i` follows, if any.
     pub fn coordinator(&self, i: usize) -> Option<Coordinator> {
         self.nodes[i].views.view.borrow().coordinator
+    }
+
+    /// True when every node of `group` sees every other one of `group` alive.
+    pub fn all_alive(&self, group: &[usize]) -> bool {
+        group.iter().all(|&i| {
+            let v = self.view(i);
+            group.iter().filter(|&&j| j != i).all(|&j| {
+                v.member(&self.id(j))
+                    .is_some_and(|m| m.state == MemberState::Alive)
+            })
+        })
+    }
+
+    /// The coordinators the nodes of `group` follow (ids, with epochs).
+    pub fn coordinators(&self, group: &[usize]) -> BTreeSet<Option<(NodeId, u64)>> {
+        group
+            .iter()
+            .map(|&i| self.coordinator(i).map(|c| (c.id, c.epoch)))
+            .collect()
+    }
+
+    /// The one coordinator all of `group` follow, if they agree on one and it is one of them.
+    pub fn one_coordinator(&self, group: &[usize]) -> Option<(NodeId, u64)> {
+        let c = self.coordinators(group);
+        match c.iter().next() {
+            Some(Some((id, epoch))) if c.len() == 1 && group.iter().any(|&i| self.id(i) == *id) => {
+                Some((*id, *epoch))
+            }
+            _ => None,
+        }
     }
 
     /// Indices of the nodes running now.
@@ -274,6 +470,8 @@ impl Sim {
     /// Kills node `i`: its host goes down (sockets closed, tasks aborted), its address is free.
     pub fn kill(&mut self, i: usize) {
         // Membership first (dropping it aborts its task without a goodbye), then the host.
+        self.nodes[i].client = None;
+        self.nodes[i].stats = None;
         self.nodes[i].membership = None;
         self.nodes[i].suggest = None;
         self.nodes[i].mesh = None;
@@ -300,6 +498,8 @@ impl Sim {
     /// Closes every running node (tells peers, waits briefly for them to hear).
     pub async fn shutdown(&mut self) {
         for n in &mut self.nodes {
+            n.client = None;
+            n.stats = None;
             n.membership = None;
             n.suggest = None;
             if let Some(m) = n.mesh.take() {

@@ -7,12 +7,15 @@
 //! - [`SimSocket`] implements quinn's `AsyncUdpSocket`; [`SimRuntime`] is quinn's `Runtime` on a
 //!   simulated host.
 //! - [`Sim`] builds meshcc nodes (the real [`meshcc::mesh::transport::Mesh`]) on a [`Net`].
+//! - [`jobs`]: a fake compiler, a ledger of compiles, builds through a node's real dispatch,
+//!   and the invariants checked after every scenario.
 //! - [`seeds`]: every run is named by one seed; [`seeds::run`] runs a scenario for a set of
 //!   seeds and prints the seed of a failure so `MESHCC_SIM_SEED=…` replays it.
 //!
 //! See `docs/architecture.md`, section "Testing with netsim".
 
 pub mod harness;
+pub mod jobs;
 pub mod link;
 pub mod net;
 pub mod rng;

@@ -3,6 +3,9 @@
 //! - `MESHCC_SIM_SEED=N`: run only seed N (replay a failure);
 //! - `MESHCC_SIM_SEEDS=K`: run seeds 1..=K (a longer sweep by hand);
 //! - neither: the test's fixed default set, seeds 1..=default (what CI runs).
+//!
+//! `MESHCC_LOG=debug` (or any tracing filter) prints every node's log of the run, each
+//! line with the virtual time since the run began.
 
 use std::future::Future;
 
@@ -43,6 +46,36 @@ impl Drop for SeedReport<'_> {
     }
 }
 
+/// When the current run began (virtual time), for [`VirtualTime`].
+static RUN_START: std::sync::Mutex<Option<tokio::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Log timestamps in the virtual time since the run began.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let start = *RUN_START.lock().unwrap_or_else(|p| p.into_inner());
+        match start {
+            Some(t) => write!(w, "{:>10.3}s", t.elapsed().as_secs_f64()),
+            None => write!(w, "{:>11}", "-"),
+        }
+    }
+}
+
+/// Turns on logging once per process when `MESHCC_LOG` is set.
+fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("MESHCC_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_timer(VirtualTime)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 /// Runs `scenario(seed)` on a fresh single-threaded tokio runtime with paused time, and
 /// returns its result. A panic inside reports the seed before it propagates.
 pub fn run_one<T, Fut: Future<Output = T>>(
@@ -50,13 +83,17 @@ pub fn run_one<T, Fut: Future<Output = T>>(
     seed: u64,
     f: impl FnOnce(u64) -> Fut,
 ) -> T {
+    init_logging();
     let _report = SeedReport { scenario, seed };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
         .build()
         .unwrap_or_else(|e| panic!("cannot build the simulation runtime: {e}"));
-    rt.block_on(f(seed))
+    rt.block_on(async {
+        *RUN_START.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        f(seed).await
+    })
 }
 
 /// Runs `scenario` once for every seed of [`seeds`]`(default)`; returns each seed's result.

@@ -166,7 +166,7 @@ impl Discovery {
         .enable_addr_auto();
         daemon.register(info)?;
         let events = daemon.browse(SERVICE)?;
-        tokio::spawn(async move {
+        crate::spawn(async move {
             while let Ok(event) = events.recv_async().await {
                 let ServiceEvent::ServiceResolved(r) = event else {
                     continue;

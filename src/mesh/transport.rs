@@ -64,6 +64,9 @@ pub mod close_code {
     pub const DONE: u32 = 6;
     /// The dialer found the connection dead at its old address and dialed the new one.
     pub const STALE: u32 = 7;
+    /// This node's address changed: a connection it accepted cannot follow (only the dialing
+    /// side of a QUIC connection migrates), so it is closed and the peer dialed from the new one.
+    pub const MOVED: u32 = 8;
 }
 
 /// What [`Mesh::connect`] does with the live connection it holds to the node it dials.
@@ -384,7 +387,7 @@ impl Mesh {
             dropped_datagrams: Arc::default(),
         });
         if accept {
-            let task = tokio::spawn(accept_loop(Arc::downgrade(&mesh), mesh.endpoint.clone()));
+            let task = crate::spawn(accept_loop(Arc::downgrade(&mesh), mesh.endpoint.clone()));
             if let Ok(mut slot) = mesh.accept_task.lock() {
                 *slot = Some(task);
             }
@@ -412,6 +415,31 @@ impl Mesh {
     /// The address the endpoint is bound to.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.endpoint.local_addr().ok().or(self.local_addr)
+    }
+
+    /// This node's own address changed: closes the connections peers dialed to it (they cannot
+    /// migrate and would die at the idle timeout), so the next message to such a peer dials it
+    /// from the new address. Connections this node dialed migrate by themselves.
+    pub fn address_changed(&self) {
+        let me = self.id();
+        let accepted: Vec<Connection> = self
+            .peers
+            .lock()
+            .map(|peers| {
+                peers
+                    .values()
+                    .filter(|p| p.dialed_by != me)
+                    .map(|p| p.conn.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        debug!(
+            closed = accepted.len(),
+            "this node moved; closing the connections peers dialed to it"
+        );
+        for c in accepted {
+            c.close(VarInt::from_u32(close_code::MOVED), b"moved");
+        }
     }
 
     /// Closes every connection and the endpoint, and waits (briefly) until peers were told.
@@ -489,7 +517,7 @@ impl Mesh {
             None => self.dial(id, addr, !self.accepting).await.map(|conn| {
                 if self.accepting {
                     let kept = self.register(id, conn.clone(), self.id());
-                    tokio::spawn(serve_connection(Arc::downgrade(self), conn, id));
+                    crate::spawn(serve_connection(Arc::downgrade(self), conn, id));
                     kept
                 } else {
                     conn
@@ -756,8 +784,10 @@ impl Mesh {
                 if old.conn.close_reason().is_none()
                     && old.conn.stable_id() != conn.stable_id() =>
             {
-                // Same direction: a deliberate re-dial replaces. Otherwise lower dialer wins.
-                let new_wins = old.dialed_by == dialed_by || dialed_by < old.dialed_by;
+                // Same direction: a deliberate re-dial replaces. A peer seen at a new address
+                // replaces its old path (dead, not yet timed out). Otherwise lower dialer wins.
+                let moved = old.conn.remote_address() != addr;
+                let new_wins = old.dialed_by == dialed_by || moved || dialed_by < old.dialed_by;
                 if new_wins {
                     let loser = std::mem::replace(&mut old.conn, conn.clone());
                     old.dialed_by = dialed_by;
@@ -788,7 +818,7 @@ impl Mesh {
         if let Some(loser) = loser {
             debug!(peer = %peer.short(), "duplicate connection; closing the loser after a drain");
             let drain = self.config.duplicate_drain;
-            tokio::spawn(async move {
+            crate::spawn(async move {
                 tokio::time::sleep(drain).await;
                 loser.close(
                     VarInt::from_u32(close_code::DUPLICATE),
@@ -803,7 +833,7 @@ impl Mesh {
     fn read_datagrams(&self, peer: NodeId, conn: Connection) {
         let sink = self.sink.clone();
         let dropped = self.dropped_datagrams.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             while let Ok(d) = conn.read_datagram().await {
                 let tx = sink.lock().ok().and_then(|s| s.clone());
                 let delivered =
@@ -982,7 +1012,7 @@ async fn open(
 async fn accept_loop(mesh: Weak<Mesh>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let Some(m) = mesh.upgrade() else { break };
-        tokio::spawn(async move {
+        crate::spawn(async move {
             let remote = incoming.remote_address();
             let t = m.config.handshake_timeout;
             let conn = match tokio::time::timeout(t, incoming).await {
@@ -1027,7 +1057,7 @@ async fn serve_connection(mesh: Weak<Mesh>, conn: Connection, peer: NodeId) {
         };
         let Some(m) = mesh.upgrade() else { break };
         let conn = conn.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             if let Err(e) = serve_stream(&m, send, recv, conn, peer).await {
                 debug!(peer = %peer.short(), "request failed: {e}");
             }

@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quinn::Connection;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::coordinator::{addrs_for, rand_seed, Allocation, Coordinator};
+use super::coordinator::{addrs_for, Allocation, Coordinator};
 use super::dispatch::{Action, Dispatch, Event, FallbackReason, NoCandidates, Policy};
 use super::worker::{Slot, Worker};
 use crate::compiler::args::{CompileMode, Language};
@@ -131,12 +132,23 @@ pub struct Client {
     stats: Arc<Stats>,
     /// Nodes that failed a job lately, and until when they are avoided.
     avoid: Mutex<HashMap<NodeId, Instant>>,
-    /// This node's own connections for jobs and allocations, by peer.
-    conns: Mutex<HashMap<NodeId, Connection>>,
+    /// This node's own connections for jobs and allocations, by peer (each behind its own
+    /// lock, held while it is dialed).
+    conns: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("node", &self.mesh.id().short())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
-    /// The client of the node with this mesh, view, worker and coordinator service.
+    /// The client of the node with this mesh, view, worker and coordinator service; `seed`
+    /// drives the choices of its own allocator (used when no coordinator answers).
     pub fn new(
         mesh: Arc<Mesh>,
         view: watch::Receiver<Snapshot>,
@@ -144,6 +156,7 @@ impl Client {
         coordinator: Arc<Coordinator>,
         policy: Policy,
         stats: Arc<Stats>,
+        seed: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
             mesh,
@@ -151,7 +164,7 @@ impl Client {
             worker,
             coordinator,
             policy,
-            local: Mutex::new(Allocation::new(rand_seed())),
+            local: Mutex::new(Allocation::new(!seed)),
             stats,
             avoid: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
@@ -408,10 +421,12 @@ impl Client {
             }
             Some(Grant::Peer(id, grant, _)) => {
                 // Best effort: the grant also ends with its expiry or our connection.
-                let held = self.conns.lock().ok().and_then(|c| c.get(&id).cloned());
+                let cell = self.conns.lock().ok().and_then(|c| c.get(&id).cloned());
+                // A connection being dialed right now carries no grant of ours.
+                let held = cell.and_then(|c| c.try_lock().ok().and_then(|g| g.clone()));
                 if let Some(conn) = held {
                     let mesh = self.mesh.clone();
-                    tokio::spawn(async move {
+                    crate::spawn(async move {
                         let _ = tokio::time::timeout(
                             ALLOC_TIMEOUT,
                             mesh.request(&conn, &Request::Release { grant }),
@@ -424,11 +439,20 @@ impl Client {
     }
 
     /// This node's own live connection to `id` (see [`Mesh::dial_private`]): kept from an earlier
-    /// job, or dialed to the address of the membership connection and the hints.
+    /// job, or dialed to the address of the membership connection and the hints. Jobs that
+    /// need the same peer at once share one dial: a second connection would replace the first
+    /// in the table, and closing the first would end the leases and grants it carries.
     async fn connection(&self, id: NodeId, addrs: &[SocketAddr]) -> Result<Connection, String> {
-        let held = self.conns.lock().ok().and_then(|c| c.get(&id).cloned());
-        if let Some(c) = held.filter(|c| c.close_reason().is_none()) {
-            return Ok(c);
+        let cell = self
+            .conns
+            .lock()
+            .map_err(|_| "the connection table is poisoned".to_string())?
+            .entry(id)
+            .or_default()
+            .clone();
+        let mut held = cell.lock().await;
+        if let Some(c) = held.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
         }
         let mut tries: Vec<SocketAddr> = self
             .mesh
@@ -445,9 +469,7 @@ impl Client {
         for addr in tries {
             match tokio::time::timeout(DIAL_TIMEOUT, self.mesh.dial_private(id, addr)).await {
                 Ok(Ok(c)) => {
-                    if let Ok(mut conns) = self.conns.lock() {
-                        conns.insert(id, c.clone());
-                    }
+                    *held = Some(c.clone());
                     return Ok(c);
                 }
                 Ok(Err(e)) => last = e.to_string(),

@@ -9,7 +9,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 use tracing::{debug, info_span, Instrument};
@@ -161,18 +163,20 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// The service of node `me`, reading the view and this node's own advert.
+    /// The service of node `me`, reading the view and this node's own advert; `seed` (mixed
+    /// with the node id) drives the allocator's choices.
     pub fn new(
         me: NodeId,
         view: watch::Receiver<Snapshot>,
         advert: watch::Receiver<Advert>,
+        seed: u64,
     ) -> Arc<Self> {
-        let seed = u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
+        let mine = u64::from_le_bytes(me.0[..8].try_into().unwrap_or([0; 8]));
         Arc::new(Self {
             me,
             view,
             advert,
-            state: Mutex::new(Allocation::new(seed ^ rand_seed())),
+            state: Mutex::new(Allocation::new(seed ^ mine)),
             watched: Mutex::new(HashSet::new()),
         })
     }
@@ -262,7 +266,7 @@ impl Coordinator {
             return;
         }
         let me = Arc::downgrade(self);
-        tokio::spawn(async move {
+        crate::spawn(async move {
             conn.closed().await;
             if let Some(me) = me.upgrade() {
                 if let Ok(mut s) = me.state.lock() {

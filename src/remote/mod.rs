@@ -34,6 +34,9 @@ pub struct RemoteSettings {
     pub job_timeout: Duration,
     /// The client's dispatch policy (`MESHCC_RETRY_LIMIT`, `MESHCC_FALLBACK`).
     pub policy: Policy,
+    /// Seed of the allocators' random choices; `None` (a real node): different per node and
+    /// run. A simulation sets it so that a run replays.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for RemoteSettings {
@@ -42,6 +45,7 @@ impl Default for RemoteSettings {
             slots: None,
             job_timeout: Duration::from_secs(600),
             policy: Policy::default(),
+            rng_seed: None,
         }
     }
 }
@@ -71,6 +75,7 @@ impl RemoteSettings {
                     .transpose()?
                     .unwrap_or(d.policy.fallback),
             },
+            rng_seed: None,
         })
     }
 }
@@ -100,10 +105,12 @@ pub fn start(
         handles.view.subscribe(),
         stats.clone(),
     );
+    let seed = settings.rng_seed.unwrap_or_else(coordinator::rand_seed);
     let coordinator = Coordinator::new(
         mesh.id(),
         handles.view.subscribe(),
         handles.advert.subscribe(),
+        seed,
     );
     let service = {
         let worker = worker.clone();
@@ -128,6 +135,7 @@ pub fn start(
         coordinator,
         settings.policy,
         stats,
+        seed,
     )
 }
 

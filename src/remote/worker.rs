@@ -74,6 +74,10 @@ impl WorkerSettings {
 /// private directory holding the input; the output must appear at `output`.
 #[derive(Debug, Clone)]
 pub struct ExecJob {
+    /// The client's JobId.
+    pub job: u64,
+    /// Which attempt of the job this is.
+    pub attempt: u32,
     /// The compiler to run (absolute path).
     pub compiler: PathBuf,
     /// Its arguments, input and output included.
@@ -439,6 +443,8 @@ impl Worker {
         );
         let output = dir.join(output_name);
         let job = ExecJob {
+            job: h.job,
+            attempt: h.attempt,
             compiler,
             args,
             dir: dir.clone(),

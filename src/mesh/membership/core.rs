@@ -360,11 +360,13 @@ impl Core {
         self.poll(now);
     }
 
-    /// This node's address changed (renumbered, or first learned): renew the identity.
-    pub fn set_addr(&mut self, addr: SocketAddr, now: u64) {
+    /// This node's address is `addr`; if it changed (renumbered, or first learned), renews the
+    /// identity. Returns true when the node moved from one known address to another.
+    pub fn set_addr(&mut self, addr: SocketAddr, now: u64) -> bool {
         if addr == self.me.addr {
-            return;
+            return false;
         }
+        let moved = !self.me.addr.ip().is_unspecified();
         info!(from = %self.me.addr, to = %addr, "this node's address changed");
         self.me = self.me.moved(addr);
         if let Err(e) = self.foca.change_identity(self.me, &mut self.outbox) {
@@ -372,6 +374,7 @@ impl Core {
         }
         self.after_foca(now);
         self.poll(now);
+        moved
     }
 
     /// This node's advert changed (spread at most every `advert_interval`).

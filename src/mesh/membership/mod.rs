@@ -81,7 +81,7 @@ impl Membership {
     ) -> Self {
         let (commands, rx) = mpsc::channel(4);
         let (counters_tx, counters) = watch::channel(Counters::default());
-        let task = tokio::spawn(run(
+        let task = crate::spawn(run(
             mesh,
             views,
             settings,
@@ -127,6 +127,21 @@ fn own_addr(listen: SocketAddr, toward: SocketAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(s.local_addr().ok()?.ip(), listen.port()))
 }
 
+/// The address the endpoint is bound to now (a simulated host's, or a daemon's given IP, may
+/// change; `0.0.0.0` stays).
+fn listen(mesh: &Mesh) -> SocketAddr {
+    mesh.local_addr()
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Tells the core this node's address; if it changed, the connections peers dialed to the old
+/// one are closed so that they are dialed again from the new one.
+fn set_addr(mesh: &Mesh, core: &mut Core, addr: SocketAddr, now: u64) {
+    if core.set_addr(addr, now) {
+        mesh.address_changed();
+    }
+}
+
 async fn run(
     mesh: Arc<Mesh>,
     views: ViewHandles,
@@ -138,14 +153,11 @@ async fn run(
 ) {
     let epoch = Instant::now();
     let now = move || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let listen = mesh
-        .local_addr()
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut advert_rx = views.advert.subscribe();
     let advert = advert_rx.borrow_and_update().clone();
     let me = Ident {
         id: mesh.id(),
-        addr: listen,
+        addr: listen(&mesh),
         boot: start.boot,
         bump: 0,
         joined: start.joined,
@@ -170,8 +182,8 @@ async fn run(
             Some((from, data)) = datagrams.recv() => core.datagram(from, &data, now()),
             Some(s) = suggestions.recv() => {
                 last_hint = Some(s.addr);
-                if let Some(a) = own_addr(listen, s.addr) {
-                    core.set_addr(a, now());
+                if let Some(a) = own_addr(listen(&mesh), s.addr) {
+                    set_addr(&mesh, &mut core, a, now());
                 }
                 core.suggest(s.id, s.addr, now());
             }
@@ -191,8 +203,8 @@ async fn run(
                     .and_then(|m| m.addrs.first().copied())
                     .filter(|a| !a.ip().is_unspecified())
                     .or(last_hint);
-                if let Some(a) = toward.and_then(|t| own_addr(listen, t)) {
-                    core.set_addr(a, now());
+                if let Some(a) = toward.and_then(|t| own_addr(listen(&mesh), t)) {
+                    set_addr(&mesh, &mut core, a, now());
                 }
             }
             cmd = commands.recv() => {
@@ -235,7 +247,7 @@ fn flush(mesh: &Arc<Mesh>, core: &mut Core, dialing: &Arc<Mutex<HashSet<NodeId>>
         }
         let mesh = mesh.clone();
         let dialing = dialing.clone();
-        tokio::spawn(async move {
+        crate::spawn(async move {
             match mesh.connect(to, addr).await {
                 Ok(conn) => {
                     if let Err(e) = conn.send_datagram(data) {
