@@ -197,6 +197,7 @@ impl Sim {
     /// only sends jobs; slots matter with [`Sim::with_jobs`]).
     pub fn add_node_with(&mut self, ip: IpAddr, class: NodeClass, slots: u32) -> usize {
         let i = self.nodes.len();
+        tracing::info!(n = i, %ip, ?class, slots, "harness: node added");
         let host = self
             .net
             .add_host(&format!("n{i}"), ip)
@@ -469,6 +470,7 @@ impl Sim {
 
     /// Kills node `i`: its host goes down (sockets closed, tasks aborted), its address is free.
     pub fn kill(&mut self, i: usize) {
+        tracing::info!(n = i, "harness: node killed");
         // Membership first (dropping it aborts its task without a goodbye), then the host.
         self.nodes[i].client = None;
         self.nodes[i].stats = None;
@@ -482,6 +484,7 @@ impl Sim {
 
     /// Restarts a killed node on its host, with its old key.
     pub fn restart(&mut self, i: usize) {
+        tracing::info!(n = i, "harness: node restarted");
         self.net
             .revive(self.nodes[i].host)
             .unwrap_or_else(|e| panic!("node {i}: {e}"));
@@ -490,6 +493,7 @@ impl Sim {
 
     /// Moves node `i` to a new address (its connections may migrate).
     pub fn move_to(&self, i: usize, ip: IpAddr) {
+        tracing::info!(n = i, %ip, "harness: node moved");
         self.net
             .set_ip(self.nodes[i].host, ip)
             .unwrap_or_else(|e| panic!("node {i}: {e}"));

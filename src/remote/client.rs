@@ -164,7 +164,7 @@ impl Client {
             worker,
             coordinator,
             policy,
-            local: Mutex::new(Allocation::new(!seed)),
+            local: Mutex::new(Allocation::own_view(!seed)),
             stats,
             avoid: Mutex::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),

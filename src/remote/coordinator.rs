@@ -55,6 +55,14 @@ impl Allocation {
         }
     }
 
+    /// The allocator a client runs on its own view when no coordinator answers: its grants
+    /// carry no coordinator epoch (workers do not check them), so no worker's fence applies.
+    pub fn own_view(seed: u64) -> Self {
+        let mut a = Self::new(seed);
+        a.alloc.set_epoch(u64::MAX);
+        a
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }

@@ -16,13 +16,20 @@
 //! 5. A worker lost mid-job (connection lost, timed out, member down) → the job runs again
 //!    elsewhere with attempt + 1, within the retry budget (`MESHCC_RETRY_LIMIT`).
 //! 6. A result is accepted only from the current attempt; a late one is discarded.
-//! 7. No worker can take the job (none alive, none with the toolchain, all excluded, the
-//!    arguments refused, the retry budget spent) → the local fallback under the policy
-//!    (`MESHCC_FALLBACK=allow|warn|fail`), always with its reason.
+//! 7. Every live worker failed this job already (it died and came back, its compiler
+//!    crashed, a dial failed once) → the failures are forgiven, at most [`FORGIVE_LIMIT`] times
+//!    per job, and the job asks again: a worker that failed once is still better than a local
+//!    compile. (Lost workers still spend the retry budget.)
+//! 8. No worker can take the job (none alive, none with the toolchain, all excluded once the
+//!    forgiveness is spent, the arguments refused, the retry budget spent) → the local fallback
+//!    under the policy (`MESHCC_FALLBACK=allow|warn|fail`), always with its reason.
 
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::mesh::identity::NodeId;
+
+/// How many times one job forgives the workers that failed it, when only they are left.
+pub const FORGIVE_LIMIT: u32 = 2;
 
 /// What to do when no worker can take a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +194,7 @@ pub struct Dispatch {
     attempt: u32,
     retries: u32,
     failed: BTreeSet<NodeId>,
+    forgiven: u32,
     queue: VecDeque<NodeId>,
     /// Whether every candidate of the current round answered Busy.
     round_all_busy: bool,
@@ -201,6 +209,7 @@ impl Dispatch {
             attempt: 1,
             retries: 0,
             failed: BTreeSet::new(),
+            forgiven: 0,
             queue: VecDeque::new(),
             round_all_busy: true,
             done: local_idle,
@@ -242,6 +251,18 @@ impl Dispatch {
         }
     }
 
+    /// Only workers that failed this job are left: forgive them and ask again (rule 7), or
+    /// fall back once the forgiveness is spent.
+    fn all_failed(&mut self) -> Action {
+        if self.failed.is_empty() || self.forgiven >= FORGIVE_LIMIT {
+            return self.fallback(FallbackReason::AllFailed);
+        }
+        self.forgiven += 1;
+        self.failed.clear();
+        self.queue.clear();
+        self.allocate()
+    }
+
     /// The next candidate of the round, or the end of the round.
     fn next(&mut self) -> Action {
         while let Some(w) = self.queue.pop_front() {
@@ -272,12 +293,15 @@ impl Dispatch {
                     .filter(|w| !self.failed.contains(w))
                     .collect();
                 if self.queue.is_empty() {
-                    return self.fallback(FallbackReason::AllFailed);
+                    return self.all_failed();
                 }
                 self.round_all_busy = true;
                 self.next()
             }
             Event::NoCandidates(NoCandidates::AllBusy) => Action::Wait,
+            Event::NoCandidates(NoCandidates::Fallback(FallbackReason::AllFailed)) => {
+                self.all_failed()
+            }
             Event::NoCandidates(NoCandidates::Fallback(reason)) => self.fallback(reason),
             Event::Waited => self.allocate(),
             Event::Busy(_) => self.next(),
@@ -453,6 +477,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restarted_worker_that_lost_the_job_gets_it_again() {
+        // Lost on n1, which then restarts and is the only live worker (the allocator reports
+        // every eligible worker excluded): the job asks again without exclusions.
+        let mut d = started();
+        d.on(Event::Candidates(vec![n(1)]));
+        d.on(Event::Lost(n(1), 1));
+        assert_eq!(
+            d.on(Event::NoCandidates(NoCandidates::Fallback(
+                FallbackReason::AllFailed
+            ))),
+            Action::Allocate {
+                attempt: 2,
+                exclude: vec![]
+            }
+        );
+        assert_eq!(
+            d.on(Event::Candidates(vec![n(1)])),
+            Action::Send {
+                worker: n(1),
+                attempt: 2
+            }
+        );
+    }
+
+    #[test]
     fn nothing_eligible_falls_back_under_the_policy() {
         for reason in [
             FallbackReason::NoWorker,
@@ -485,8 +534,20 @@ mod tests {
     }
 
     #[test]
-    fn only_failed_candidates_falls_back_and_a_refusal_is_final() {
+    fn only_failed_candidates_are_forgiven_twice_then_fall_back_and_a_refusal_is_final() {
         let mut d = started();
+        for round in 0..FORGIVE_LIMIT {
+            d.on(Event::Candidates(vec![n(1)]));
+            d.on(Event::Unusable(n(1)));
+            assert_eq!(
+                d.on(Event::Candidates(vec![n(1)])),
+                Action::Allocate {
+                    attempt: 1,
+                    exclude: vec![]
+                },
+                "forgiveness {round}"
+            );
+        }
         d.on(Event::Candidates(vec![n(1)]));
         d.on(Event::Unusable(n(1)));
         assert_eq!(
@@ -524,11 +585,13 @@ mod tests {
 
     proptest::proptest! {
         /// Whatever happens, a job never accepts a result of another attempt, never sends to a
-        /// worker that failed it, and the attempt grows by one per retry.
+        /// worker that failed it (unless every failure was forgiven, at most `FORGIVE_LIMIT`
+        /// times), and the attempt grows by one per retry.
         #[test]
-        fn invariants_hold_under_any_events(events in proptest::collection::vec((0u8..8, 1u8..5, 1u32..4), 0..60)) {
+        fn invariants_hold_under_any_events(events in proptest::collection::vec((0u8..9, 1u8..5, 1u32..4), 0..60)) {
             let (mut d, _) = Dispatch::start(policy(Some(5), FallbackPolicy::Allow), false);
             let mut failed = BTreeSet::new();
+            let mut forgiven = 0;
             for (kind, w, attempt) in events {
                 let w = n(w);
                 let before = d.attempt();
@@ -540,6 +603,7 @@ mod tests {
                     4 => Event::Done(w, attempt),
                     5 => Event::Waited,
                     6 => Event::NoCandidates(NoCandidates::AllBusy),
+                    7 => Event::NoCandidates(NoCandidates::Fallback(FallbackReason::AllFailed)),
                     _ => Event::Busy(w),
                 };
                 let was_done = d.done;
@@ -548,6 +612,14 @@ mod tests {
                     (Event::Unusable(w), _) if !was_done => { failed.insert(*w); }
                     (Event::Lost(w, a), _) if !was_done && *a == before => { failed.insert(*w); }
                     _ => {}
+                }
+                if let Action::Allocate { exclude, .. } = &action {
+                    if exclude.is_empty() && !failed.is_empty() {
+                        failed.clear();
+                        forgiven += 1;
+                    }
+                    proptest::prop_assert!(forgiven <= FORGIVE_LIMIT);
+                    proptest::prop_assert_eq!(exclude, &failed.iter().copied().collect::<Vec<_>>());
                 }
                 match action {
                     Action::Accept => proptest::prop_assert!(matches!(event, Event::Done(_, a) if a == before)),
