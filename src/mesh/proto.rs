@@ -77,8 +77,9 @@ pub struct Hello {
 pub enum Request {
     /// Liveness and round-trip check.
     Ping {
-        /// Echoed back.
-        nonce: u64,
+        /// Echoed back. A fixed-size array, so every ping encodes to the same size (a varint
+        /// would not: simulated traces stay byte-stable).
+        nonce: [u8; 8],
     },
     /// The serving node's view of the mesh.
     Status,
@@ -183,7 +184,7 @@ pub enum Reply {
     /// Answer to [`Request::Ping`].
     Pong {
         /// The request's nonce.
-        nonce: u64,
+        nonce: [u8; 8],
     },
     /// Answer to [`Request::Status`].
     Status(StatusInfo),
@@ -493,13 +494,25 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn pings_encode_to_one_size_whatever_the_nonce() {
+        let size = |nonce| {
+            (
+                encode_frame(&Request::Ping { nonce }).unwrap().len(),
+                encode_frame(&Reply::Pong { nonce }).unwrap().len(),
+            )
+        };
+        assert_eq!(size([0; 8]), size([0xff; 8]));
+        assert_eq!(size([0; 8]), size([0x80, 0, 0, 0, 0, 0, 0, 1]));
+    }
+
     #[tokio::test]
     async fn async_reads_time_out_and_bound() {
-        let f = encode_frame(&Request::Ping { nonce: 5 }).unwrap();
+        let f = encode_frame(&Request::Ping { nonce: [5; 8] }).unwrap();
         let got: Request = read_frame(&mut &f[..], Limit::Request, Duration::from_secs(1))
             .await
             .unwrap();
-        assert_eq!(got, Request::Ping { nonce: 5 });
+        assert_eq!(got, Request::Ping { nonce: [5; 8] });
         // A stalled peer: nothing arrives.
         let (mut a, _b) = tokio::io::duplex(64);
         let e = read_frame::<Request>(&mut a, Limit::Request, Duration::from_millis(20))
@@ -542,7 +555,7 @@ mod tests {
 
         /// A valid frame followed by random bytes decodes to the same message.
         #[test]
-        fn valid_prefix_decodes(nonce in proptest::num::u64::ANY, tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        fn valid_prefix_decodes(nonce in proptest::array::uniform8(proptest::num::u8::ANY), tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let mut f = encode_frame(&Request::Ping { nonce }).unwrap();
             let n = f.len();
             f.extend_from_slice(&tail);
