@@ -120,6 +120,21 @@ impl Request {
     }
 }
 
+/// What a remote job's input text is, and so how the worker compiles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputForm {
+    /// Preprocessed text (`-E`, or gcc's `-E -fdirectives-only`), compiled as the language's
+    /// preprocessed form from a file the worker names.
+    Preprocessed,
+    /// clang's `-E -frewrite-includes` text (includes expanded, macros not), compiled as the
+    /// source language from a file at `path`, a plain relative path (the client's name for its
+    /// input), so that the names clang records are the client's.
+    RewrittenIncludes {
+        /// Where the worker writes the text, relative to the compile's directory.
+        path: String,
+    },
+}
+
 /// Header of one remote compile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobHeader {
@@ -131,10 +146,13 @@ pub struct JobHeader {
     pub epoch: Option<u64>,
     /// The toolchain to run, by content identity; refused unless the worker has it.
     pub toolchain: ToolchainId,
-    /// The language of the preprocessed input (`cpp-output`, `c++-cpp-output`, …).
+    /// The source language of the job (the worker compiles its preprocessed form, or the
+    /// language itself for [`InputForm::RewrittenIncludes`]).
     pub language: Language,
     /// Object or assembly.
     pub mode: CompileMode,
+    /// What the input text is.
+    pub form: InputForm,
     /// The compile's options, checked against the remote allow-list.
     pub args: Vec<String>,
     /// Locale and reproducibility variables of the client's compile (others are ignored).

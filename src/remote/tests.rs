@@ -17,6 +17,7 @@ use crate::compiler::toolchain::{ToolchainId, Toolchains};
 use crate::mesh::cluster::ClusterSecret;
 use crate::mesh::election::MemberState;
 use crate::mesh::identity::{NodeId, NodeKey};
+use crate::mesh::proto::InputForm;
 use crate::mesh::transport::{Mesh, TransportConfig};
 use crate::mesh::view::{Coordinator, Member, Snapshot, ViewHandles};
 use crate::node::stats::Stats;
@@ -165,6 +166,7 @@ fn job_and_reference(dir: &Path, args: &[&str]) -> (RemoteJob, Vec<u8>) {
         toolchain: toolchain(),
         language: Language::C,
         mode: CompileMode::Object,
+        form: InputForm::Preprocessed,
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![("LC_ALL".into(), "C".into())],
         input: zstd::bulk::compress(&pre, 1).unwrap(),

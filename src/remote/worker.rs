@@ -26,7 +26,7 @@ use super::allow;
 use crate::compiler::args::{CompileMode, Language};
 use crate::compiler::toolchain::ToolchainId;
 use crate::compiler::Ran;
-use crate::mesh::proto::{self, JobHeader, JobResult, Reply, Request};
+use crate::mesh::proto::{self, InputForm, JobHeader, JobResult, Reply, Request};
 use crate::mesh::transport::Served;
 use crate::mesh::view::{Advert, Snapshot};
 use crate::node::stats::{Event, Stats};
@@ -78,7 +78,7 @@ pub struct ExecJob {
     pub compiler: PathBuf,
     /// Its arguments, input and output included.
     pub args: Vec<String>,
-    /// The job's private directory (the working directory of the compile).
+    /// The working directory of the compile, in the job's private directory.
     pub dir: PathBuf,
     /// The output file the compile writes.
     pub output: PathBuf,
@@ -310,6 +310,9 @@ impl Worker {
                 h.language.as_x_arg()
             ))));
         }
+        if let Err(why) = input_of(h) {
+            return Err(Box::new(Reply::Refused(why)));
+        }
         if h.mode == CompileMode::SyntaxOnly {
             return Err(Box::new(Reply::Refused(
                 "-fsyntax-only is not compiled remotely".into(),
@@ -402,18 +405,23 @@ impl Worker {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let guard = JobDir(dir.clone());
-        let lang = preprocessed_language(h.language).unwrap_or(Language::CppOutput);
-        let input_name = if lang == Language::CxxCppOutput {
-            "input.ii"
-        } else {
-            "input.i"
-        };
+        let (lang, input_name) = input_of(h)?;
         let output_name = if h.mode == CompileMode::Assembly {
             "output.s"
         } else {
             "output.o"
         };
-        std::fs::write(dir.join(input_name), input).map_err(|e| e.to_string())?;
+        // Input under the client's name: in a directory of its own, so it never meets the
+        // output.
+        let (cwd, output_arg) = match h.form {
+            InputForm::Preprocessed => (dir.clone(), output_name.to_string()),
+            InputForm::RewrittenIncludes { .. } => (dir.join("cwd"), format!("../{output_name}")),
+        };
+        let input_path = cwd.join(&input_name);
+        if let Some(parent) = input_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&input_path, input).map_err(|e| e.to_string())?;
         let mut args = h.args.clone();
         args.extend([
             "-x".to_string(),
@@ -424,9 +432,9 @@ impl Worker {
                 "-c"
             }
             .to_string(),
-            input_name.to_string(),
+            input_name,
             "-o".to_string(),
-            output_name.to_string(),
+            output_arg,
         ]);
         let mut env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k == "PATH" || k == "HOME" || k == "TMPDIR")
@@ -441,7 +449,7 @@ impl Worker {
         let job = ExecJob {
             compiler,
             args,
-            dir: dir.clone(),
+            dir: cwd,
             output: output.clone(),
             env,
         };
@@ -462,6 +470,35 @@ impl Worker {
         };
         drop(guard);
         Ok((ran, out))
+    }
+}
+
+/// The language the worker compiles a job's input as, and the input's name in the compile's
+/// directory: its preprocessed form under a name of the worker's, or (rewritten includes) the
+/// source language under the client's relative name.
+fn input_of(h: &JobHeader) -> Result<(Language, String), String> {
+    match &h.form {
+        InputForm::Preprocessed => {
+            let lang = preprocessed_language(h.language).unwrap_or(Language::CppOutput);
+            let name = if lang == Language::CxxCppOutput {
+                "input.ii"
+            } else {
+                "input.i"
+            };
+            Ok((lang, name.to_string()))
+        }
+        InputForm::RewrittenIncludes { path } => {
+            if !matches!(h.language, Language::C | Language::Cxx) {
+                return Err(format!(
+                    "{} input cannot come with rewritten includes",
+                    h.language.as_x_arg()
+                ));
+            }
+            if !super::clang::is_plain_relative(path) || path.len() > 4096 {
+                return Err(format!("input path {path:?} is not a plain relative path"));
+            }
+            Ok((h.language, path.clone()))
+        }
     }
 }
 
