@@ -183,13 +183,13 @@ impl Pipeline {
         if !job.records_command_line {
             remote_args.push(color::FORCE_COLOR_FLAG.to_string());
         }
-        // clang's debug info is faithful elsewhere only from its -frewrite-includes text under
-        // the input's own name (remote::clang); otherwise the job stays here.
-        let rewrite = (family == CompilerFamily::Clang && job.key_includes_cwd)
-            .then(|| clang::rewrite(&job, &req.cwd));
-        if let Some(Ok(r)) = &rewrite {
-            remote_args.extend(r.extra_args.iter().cloned());
-        }
+        // clang jobs go as -frewrite-includes text under the input's own name (remote::clang);
+        // with debug information only so, else they stay here.
+        let rewrite =
+            match (family == CompilerFamily::Clang).then(|| clang::rewrite(&job, &req.cwd)) {
+                Some(Err(_)) if !job.key_includes_cwd => None,
+                r => r,
+            };
         // Whether a miss may compile on a worker; why not, counted, when it may not.
         let remote = match (self.remote.get(), &job.distributable, &rewrite) {
             (None, _, _) => None,
@@ -215,7 +215,10 @@ impl Pipeline {
                     .count(Event::NotDistributable("local_only_language"));
                 None
             }
-            (Some(remote), Ok(()), _) => match allow::check(&remote_args) {
+            (Some(remote), Ok(()), r) => match allow::check(&remote_args).and_then(|()| match r {
+                Some(Ok(r)) => allow::check(&r.extra_args),
+                _ => Ok(()),
+            }) {
                 Ok(()) => Some(remote.clone()),
                 Err(refusal) => {
                     debug!("not distributable: {refusal}");
@@ -443,26 +446,32 @@ impl Pipeline {
         cpp_stderr: &[u8],
     ) -> Result<RemoteInput, &'static str> {
         if let Some(rewrite) = rewrite {
-            drop(source);
             let mut args = job.preprocess_args.clone();
             args.push("-frewrite-includes".to_string());
-            let text = match run(req, &req.compiler, &args).await {
-                Ok(ran) if ran.exit_code == 0 => ran.stdout,
-                _ => return Err("clang_rewrite_includes_failed"),
+            let rewritten = match run(req, &req.compiler, &args).await {
+                Ok(ran) if ran.exit_code == 0 && clang::uses_file_timestamp(&ran.stdout) => {
+                    Err("clang_debug_file_timestamp")
+                }
+                Ok(ran) if ran.exit_code == 0 => Ok(ran.stdout),
+                _ => Err("clang_rewrite_includes_failed"),
             };
-            if clang::uses_file_timestamp(&text) {
-                return Err("clang_debug_file_timestamp");
+            match rewritten {
+                Ok(text) => {
+                    return Ok(RemoteInput {
+                        text,
+                        // The text keeps #warning, so the worker prints it again (and a
+                        // remote compile that prints anything is compiled here anyway).
+                        cpp_stderr: Vec::new(),
+                        extra_args: rewrite.extra_args.clone(),
+                        form: InputForm::RewrittenIncludes {
+                            path: rewrite.path.clone(),
+                        },
+                    });
+                }
+                // Without debug information the full text is as good for the object.
+                Err(why) if job.key_includes_cwd => return Err(why),
+                Err(why) => debug!("{why}; sending the full -E text"),
             }
-            return Ok(RemoteInput {
-                text,
-                // The text keeps #warning, so the worker prints it again: a remote compile
-                // with diagnostics is compiled here anyway.
-                cpp_stderr: Vec::new(),
-                extra_args: Vec::new(),
-                form: InputForm::RewrittenIncludes {
-                    path: rewrite.path.clone(),
-                },
-            });
         }
         // -fdirectives-only refuses -Wunused-macros and is unreliable with -pedantic
         // (icecream and sccache avoid it there too).

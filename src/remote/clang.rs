@@ -10,6 +10,10 @@
 //! default) it cannot: the line table's file entries carry MD5 sums of the source files, and
 //! clang computes none for text that came through line markers, so the remote file table lacks
 //! them (and gains an entry). Those compiles stay local.
+//!
+//! Without debug information either text gives identical objects, but the rewritten one is
+//! sent whenever it can be: from fully preprocessed text clang warns about code inside macro
+//! expansions, and a remote compile that prints anything is compiled again locally.
 
 use std::path::{Component, Path};
 
@@ -61,13 +65,16 @@ pub fn is_plain_relative(path: &str) -> bool {
             .any(|c| matches!(c, Component::Normal(_)))
 }
 
-/// How a clang compile with debug information (`job`, run in `cwd`) can go to a worker
-/// faithfully, or the reason (a stats key) it stays local.
+/// How a clang compile (`job`, run in `cwd`) goes to a worker as `-frewrite-includes` text, or
+/// why it cannot (a stats key). With debug information that text is the only faithful form;
+/// without, it still gives the worker's diagnostics the local ones (the fully preprocessed text
+/// makes clang warn about code inside macro expansions), but the full text would also do.
 pub fn rewrite(job: &CompileJob, cwd: &str) -> Result<Rewrite, &'static str> {
+    let debug = job.key_includes_cwd;
     if !job.language.needs_preprocessing() {
         return Err("clang_debug_preprocessed_input");
     }
-    if dwarf_version(&job.remote_args) >= 5 {
+    if debug && dwarf_version(&job.remote_args) >= 5 {
         return Err("clang_debug_dwarf5");
     }
     if !is_plain_relative(&job.input) {
@@ -80,7 +87,7 @@ pub fn rewrite(job: &CompileJob, cwd: &str) -> Result<Rewrite, &'static str> {
     let chosen = job.remote_args.iter().any(|a| {
         a.starts_with("-fdebug-compilation-dir=") || a.starts_with("-ffile-compilation-dir=")
     });
-    if !chosen {
+    if debug && !chosen {
         extra_args.push(format!("-fdebug-compilation-dir={cwd}"));
     }
     Ok(Rewrite {
@@ -150,6 +157,12 @@ mod tests {
                 path: "src/a.c".into(),
                 extra_args: strings(&["-DX=1", "-UY", "-fdebug-compilation-dir=/home/u/p"]),
             })
+        );
+        // Without debug information: no directory.
+        let j = job(&["-O2", "-g0", "-DX", "-c", "a.c"]);
+        assert_eq!(
+            rewrite(&j, "/p").map(|r| r.extra_args),
+            Ok(strings(&["-DX"]))
         );
         // The user's own compilation directory is kept.
         let j = job(&["-gdwarf-4", "-fdebug-compilation-dir=.", "-c", "./a.c"]);
