@@ -271,6 +271,17 @@ async fn the_worker_refuses_what_is_not_on_the_allow_list_and_nothing_runs() {
             _ => panic!("{bad} was not refused"),
         }
     }
+    // Rewritten includes are written where the client names them: never outside the job.
+    job.args = vec!["-O2".into()];
+    for bad in ["../t.c", "/tmp/t.c", "a/../../t.c", ""] {
+        job.form = InputForm::RewrittenIncludes { path: bad.into() };
+        match client.client.dispatch(&job).await {
+            Outcome::Fallback { reason, .. } => {
+                assert_eq!(reason, FallbackReason::Refused, "{bad}")
+            }
+            _ => panic!("{bad} was not refused"),
+        }
+    }
     assert_eq!(worker.stats.snapshot().served_jobs, 0);
 }
 
