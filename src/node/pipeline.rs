@@ -197,6 +197,12 @@ impl Pipeline {
                 self.stats.count(Event::NotDistributable(why.reason()));
                 None
             }
+            // The recorded command line would be the worker's.
+            (Some(_), Ok(()), _) if family == CompilerFamily::Clang && job.records_command_line => {
+                self.stats
+                    .count(Event::NotDistributable("clang_records_command_line"));
+                None
+            }
             (Some(_), Ok(()), Some(Err(why))) => {
                 self.stats.count(Event::NotDistributable(why));
                 None
@@ -449,10 +455,9 @@ impl Pipeline {
             let mut args = job.preprocess_args.clone();
             args.push("-frewrite-includes".to_string());
             let rewritten = match run(req, &req.compiler, &args).await {
-                Ok(ran) if ran.exit_code == 0 && clang::uses_file_timestamp(&ran.stdout) => {
-                    Err("clang_debug_file_timestamp")
+                Ok(ran) if ran.exit_code == 0 => {
+                    rewrite.check_text(&ran.stdout).map(|()| ran.stdout)
                 }
-                Ok(ran) if ran.exit_code == 0 => Ok(ran.stdout),
                 _ => Err("clang_rewrite_includes_failed"),
             };
             match rewritten {

@@ -5,8 +5,9 @@
 //! preprocessed text elsewhere changes the line table's columns (macros are expanded before
 //! clang sees the code) and records the worker's directory. The `-frewrite-includes` text
 //! (includes expanded, macros not) compiled as the source language, from a file at the input's
-//! own relative path, with `-fdebug-compilation-dir=<client cwd>` and the command line's
-//! macros, gives byte-identical objects with DWARF 4 and below. With DWARF 5 (clang 14's
+//! own relative path (an absolute or `..` path: under its file name, recorded as the client's
+//! through `-fdebug-prefix-map`), with `-fdebug-compilation-dir=<client cwd>` and the command
+//! line's macros, gives byte-identical objects with DWARF 4 and below. With DWARF 5 (clang 14's
 //! default) it cannot: the line table's file entries carry MD5 sums of the source files, and
 //! clang computes none for text that came through line markers, so the remote file table lacks
 //! them (and gains an entry). Those compiles stay local.
@@ -19,17 +20,33 @@ use std::path::{Component, Path};
 
 use crate::compiler::args::CompileJob;
 
-/// How a clang compile with debug information goes to a worker: its `-frewrite-includes` text,
-/// written on the worker at `path` (relative to the compile's directory) and compiled with the
-/// remote options plus `extra_args`.
+/// How a clang compile goes to a worker: its `-frewrite-includes` text, written on the worker
+/// under `path` and compiled with the remote options plus `extra_args`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
-    /// The input as the client named it: the names clang records (compile unit, `STT_FILE`)
-    /// come from it.
+    /// The input as the client named it: the names clang records (compile unit, `STT_FILE`,
+    /// `__BASE_FILE__`) come from it. A plain relative path is written there; another (absolute,
+    /// or with `..`) is written under its file name and recorded as this.
     pub path: String,
     /// The command line's macros, and the client's directory as the compilation directory
     /// unless the user chose one.
     pub extra_args: Vec<String>,
+}
+
+impl Rewrite {
+    /// Whether the rewritten `text` compiles on the worker as it would here, else why not: it
+    /// must not use `__TIMESTAMP__` (the worker's copy's time), nor `__BASE_FILE__` when the
+    /// worker names the file otherwise.
+    pub fn check_text(&self, text: &[u8]) -> Result<(), &'static str> {
+        let uses = |name: &[u8]| text.windows(name.len()).any(|w| w == name);
+        if uses(b"__TIMESTAMP__") {
+            return Err("clang_file_timestamp");
+        }
+        if !is_plain_relative(&self.path) && uses(b"__BASE_FILE__") {
+            return Err("clang_base_file");
+        }
+        Ok(())
+    }
 }
 
 /// The DWARF version clang (14 and later, on Linux) emits for `args`: the last `-gdwarf-N`,
@@ -78,7 +95,19 @@ pub fn rewrite(job: &CompileJob, cwd: &str) -> Result<Rewrite, &'static str> {
         return Err("clang_debug_dwarf5");
     }
     if !is_plain_relative(&job.input) {
-        return Err("clang_debug_input_path");
+        let file_name = Path::new(&job.input).file_name().and_then(|n| n.to_str());
+        if !file_name.is_some_and(|n| is_plain_relative(n) && !n.contains('=')) {
+            return Err("clang_input_path");
+        }
+        // The worker records the client's name through a prefix map of its own, which the
+        // user's maps would not apply to.
+        let user_maps = job
+            .remote_args
+            .iter()
+            .any(|a| a.starts_with("-fdebug-prefix-map=") || a.starts_with("-ffile-prefix-map="));
+        if debug && user_maps {
+            return Err("clang_debug_prefix_map_and_input_path");
+        }
     }
     let Some(macros) = &job.macro_args else {
         return Err("clang_debug_preprocessor_options");
@@ -94,12 +123,6 @@ pub fn rewrite(job: &CompileJob, cwd: &str) -> Result<Rewrite, &'static str> {
         path: job.input.clone(),
         extra_args,
     })
-}
-
-/// Whether include-expanded text uses `__TIMESTAMP__`, which a worker would expand to its own
-/// copy's modification time.
-pub fn uses_file_timestamp(text: &[u8]) -> bool {
-    text.windows(13).any(|w| w == b"__TIMESTAMP__")
 }
 
 #[cfg(test)]
@@ -164,6 +187,12 @@ mod tests {
             rewrite(&j, "/p").map(|r| r.extra_args),
             Ok(strings(&["-DX"]))
         );
+        // Paths elsewhere go too (the worker records them through a prefix map).
+        let j = job(&["-gdwarf-4", "-c", "/home/u/p/src/a.c"]);
+        assert_eq!(
+            rewrite(&j, "/b").map(|r| r.path),
+            Ok("/home/u/p/src/a.c".into())
+        );
         // The user's own compilation directory is kept.
         let j = job(&["-gdwarf-4", "-fdebug-compilation-dir=.", "-c", "./a.c"]);
         assert_eq!(
@@ -180,12 +209,15 @@ mod tests {
         for (args, why) in [
             (&["-g", "-c", "a.c"][..], "clang_debug_dwarf5"),
             (&["-gdwarf-5", "-c", "a.c"], "clang_debug_dwarf5"),
-            (&["-gdwarf-4", "-c", "/abs/a.c"], "clang_debug_input_path"),
-            (&["-gdwarf-4", "-c", "../a.c"], "clang_debug_input_path"),
             (
-                &["-gdwarf-4", "-c", "a/../../b.c"],
-                "clang_debug_input_path",
+                &["-gdwarf-4", "-fdebug-prefix-map=/a=/b", "-c", "/abs/a.c"],
+                "clang_debug_prefix_map_and_input_path",
             ),
+            (
+                &["-gdwarf-4", "-ffile-prefix-map=/a=/b", "-c", "../a.c"],
+                "clang_debug_prefix_map_and_input_path",
+            ),
+            (&["-gdwarf-4", "-c", "/abs/a=b.c"], "clang_input_path"),
             (
                 &["-gdwarf-4", "-imacros", "m.h", "-c", "a.c"],
                 "clang_debug_preprocessor_options",
@@ -210,8 +242,17 @@ mod tests {
     }
 
     #[test]
-    fn file_timestamps_are_seen() {
-        assert!(uses_file_timestamp(b"const char *t = __TIMESTAMP__;"));
-        assert!(!uses_file_timestamp(b"const char *t = __DATE__ __TIME__;"));
+    fn text_the_worker_would_expand_otherwise_is_seen() {
+        let r = |path: &str| Rewrite {
+            path: path.into(),
+            extra_args: vec![],
+        };
+        let stamp = b"const char *t = __TIMESTAMP__;";
+        let base = b"const char *b = __BASE_FILE__;";
+        let date = b"const char *t = __DATE__ __TIME__;";
+        assert_eq!(r("a.c").check_text(stamp), Err("clang_file_timestamp"));
+        assert_eq!(r("a.c").check_text(base), Ok(()));
+        assert_eq!(r("/p/a.c").check_text(base), Err("clang_base_file"));
+        assert_eq!(r("../a.c").check_text(date), Ok(()));
     }
 }

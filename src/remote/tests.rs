@@ -271,9 +271,10 @@ async fn the_worker_refuses_what_is_not_on_the_allow_list_and_nothing_runs() {
             _ => panic!("{bad} was not refused"),
         }
     }
-    // Rewritten includes are written where the client names them: never outside the job.
+    // Rewritten includes are written where the client names them, or under the file name of
+    // a path that leads elsewhere: never outside the job, never without a name.
     job.args = vec!["-O2".into()];
-    for bad in ["../t.c", "/tmp/t.c", "a/../../t.c", ""] {
+    for bad in ["", "..", "/", "a/..", "/tmp/a=b.c", "a\0.c"] {
         job.form = InputForm::RewrittenIncludes { path: bad.into() };
         match client.client.dispatch(&job).await {
             Outcome::Fallback { reason, .. } => {

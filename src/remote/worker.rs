@@ -405,7 +405,7 @@ impl Worker {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let guard = JobDir(dir.clone());
-        let (lang, input_name) = input_of(h)?;
+        let input_of_job = input_of(h)?;
         let output_name = if h.mode == CompileMode::Assembly {
             "output.s"
         } else {
@@ -417,22 +417,36 @@ impl Worker {
             InputForm::Preprocessed => (dir.clone(), output_name.to_string()),
             InputForm::RewrittenIncludes { .. } => (dir.join("cwd"), format!("../{output_name}")),
         };
-        let input_path = cwd.join(&input_name);
+        let input_path = cwd.join(&input_of_job.name);
         if let Some(parent) = input_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
         std::fs::write(&input_path, input).map_err(|e| e.to_string())?;
         let mut args = h.args.clone();
+        let input_arg = match &input_of_job.client_name {
+            None => input_of_job.name,
+            Some(client_name) => {
+                let here = std::path::absolute(&input_path)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned();
+                if here.contains('=') {
+                    return Err(format!("{here}: '=' in the job's path"));
+                }
+                args.push(format!("-fdebug-prefix-map={here}={client_name}"));
+                here
+            }
+        };
         args.extend([
             "-x".to_string(),
-            lang.as_x_arg().to_string(),
+            input_of_job.lang.as_x_arg().to_string(),
             if h.mode == CompileMode::Assembly {
                 "-S"
             } else {
                 "-c"
             }
             .to_string(),
-            input_name,
+            input_arg,
             "-o".to_string(),
             output_arg,
         ]);
@@ -473,10 +487,23 @@ impl Worker {
     }
 }
 
-/// The language the worker compiles a job's input as, and the input's name in the compile's
-/// directory: its preprocessed form under a name of the worker's, or (rewritten includes) the
-/// source language under the client's relative name.
-fn input_of(h: &JobHeader) -> Result<(Language, String), String> {
+/// How the worker lays out and names a job's input.
+struct JobInput {
+    /// The language it is compiled as.
+    lang: Language,
+    /// Where it is written, relative to the compile's directory.
+    name: String,
+    /// The client's name for it when that is not `name` (an absolute path, or one with
+    /// `..`): clang is given the file by its absolute path here and told to record the
+    /// client's name instead (`-fdebug-prefix-map`).
+    client_name: Option<String>,
+}
+
+/// The language the worker compiles a job's input as, and where the input goes: its
+/// preprocessed form under a name of the worker's, or (rewritten includes) the source language
+/// under the client's relative name, or under its file name when the client's path leads
+/// elsewhere.
+fn input_of(h: &JobHeader) -> Result<JobInput, String> {
     match &h.form {
         InputForm::Preprocessed => {
             let lang = preprocessed_language(h.language).unwrap_or(Language::CppOutput);
@@ -485,7 +512,11 @@ fn input_of(h: &JobHeader) -> Result<(Language, String), String> {
             } else {
                 "input.i"
             };
-            Ok((lang, name.to_string()))
+            Ok(JobInput {
+                lang,
+                name: name.to_string(),
+                client_name: None,
+            })
         }
         InputForm::RewrittenIncludes { path } => {
             if !matches!(h.language, Language::C | Language::Cxx) {
@@ -494,10 +525,27 @@ fn input_of(h: &JobHeader) -> Result<(Language, String), String> {
                     h.language.as_x_arg()
                 ));
             }
-            if !super::clang::is_plain_relative(path) || path.len() > 4096 {
-                return Err(format!("input path {path:?} is not a plain relative path"));
+            let bad = || format!("input path {path:?} cannot be written in the job");
+            if path.len() > 4096 || path.contains('\0') {
+                return Err(bad());
             }
-            Ok((h.language, path.clone()))
+            if super::clang::is_plain_relative(path) {
+                return Ok(JobInput {
+                    lang: h.language,
+                    name: path.clone(),
+                    client_name: None,
+                });
+            }
+            let name = Path::new(path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| super::clang::is_plain_relative(n) && !n.contains('='))
+                .ok_or_else(bad)?;
+            Ok(JobInput {
+                lang: h.language,
+                name: name.to_string(),
+                client_name: Some(path.clone()),
+            })
         }
     }
 }
