@@ -500,12 +500,28 @@ fn clang_round(flags: &[&str]) -> (Vec<String>, meshcc::node::stats::StatsSnapsh
         );
         jobs.push((CLANG, lua.clone(), s, args));
     }
+    let cxx_flags = [flags, &["-Wall", "-MMD", "-DSCALE=3"]].concat();
+    let with = |extra: &str, source: &str| args_for(&[&cxx_flags[..], &[extra]].concat(), source);
+    std::fs::create_dir_all(cxx.join("build")).unwrap();
+    let inc = format!("-I{}", cxx.join("inc").display());
     for s in cxx_project(&cxx) {
-        let args = args_for(
-            &[flags, &["-Wall", "-MMD", "-Iinc", "-DSCALE=3"]].concat(),
-            &s,
-        );
-        jobs.push((CLANGXX, cxx.clone(), s, args));
+        // From the project's root; with absolute paths (as CMake names sources); and from a
+        // build directory beside the sources (an out-of-tree build).
+        let absolute = cxx.join(&s).display().to_string();
+        let above = format!("../{s}");
+        jobs.push((CLANGXX, cxx.clone(), s.clone(), with("-Iinc", &s)));
+        jobs.push((
+            CLANGXX,
+            cxx.clone(),
+            absolute.clone(),
+            with(&inc, &absolute),
+        ));
+        jobs.push((
+            CLANGXX,
+            cxx.join("build"),
+            above.clone(),
+            with("-I../inc", &above),
+        ));
     }
     let mut differ = Vec::new();
     for (cc, dir, source, args) in &jobs {
