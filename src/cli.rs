@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::cache::store;
 use crate::compiler::args::Verdict;
 use crate::compiler::rsp;
 use crate::config::Config;
@@ -190,8 +191,16 @@ fn stats_cmd(config: &Config, json: bool, zero: bool) -> anyhow::Result<ExitCode
         Ok(Reply::Error(e)) => anyhow::bail!("the daemon refused: {e}"),
         Ok(other) => anyhow::bail!("unexpected reply from the daemon: {other:?}"),
         Err(client::ClientError::NotRunning) => {
+            // No daemon: the saved counters, and the cache as it is on disk.
             let mut s = stats::read_file(&file).unwrap_or_default();
             s.cache_max_bytes = config.cache_max_bytes;
+            match store::usage_of(&config.paths.cache_dir, config.cache_max_bytes) {
+                Ok(usage) => {
+                    s.cache_entries = usage.entries;
+                    s.cache_bytes = usage.bytes;
+                }
+                Err(e) => eprintln!("meshcc: cannot read the cache: {e}"),
+            }
             s
         }
         Err(e) => return Err(e.into()),

@@ -72,6 +72,9 @@ fn stats_json_has_the_documented_keys() {
     check_keys(&saved);
     assert_eq!(saved["cache_hits"].as_u64(), Some(1), "{saved}");
     assert_eq!(saved["cache_misses"].as_u64(), Some(2), "{saved}");
+    // The cache as it is on disk, read without a daemon.
+    assert_eq!(saved["cache_entries"].as_u64(), Some(1), "{saved}");
+    assert_eq!(saved["cache_bytes"], s["cache_bytes"], "{saved}");
 }
 
 #[test]

@@ -221,20 +221,42 @@ fn another_user_is_refused() {
 #[test]
 #[ignore = "run by another_user_is_refused as another user"]
 fn other_user_probe() {
-    use meshcc::node::ipc::{self, Reply, Request};
+    use meshcc::node::ipc::{Reply, Request};
     let socket = std::env::var_os(PROBE_SOCKET).expect("run by another_user_is_refused");
     assert_ne!(
         nix::unistd::getuid().as_raw(),
         0,
         "the probe must not run as root"
     );
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(&socket).expect("connect to the loosened socket");
-    // The daemon may refuse and close before it reads the request (a broken pipe here): its
-    // refusal is still waiting to be read, and that is what the probe checks.
-    let _ = ipc::write_sync(&mut stream, &Request::Stats);
-    match ipc::read_sync::<Reply>(&mut stream, ipc::MAX_REPLY) {
+    // What `meshcc stats` does. The daemon refuses and closes before it reads the request, so
+    // the request may meet a closed socket: the client reads the refusal all the same.
+    let dir = Path::new(&socket).parent().expect("the socket's directory");
+    let paths = meshcc::config::Paths {
+        config_dir: dir.to_path_buf(),
+        data_dir: dir.to_path_buf(),
+        cache_dir: dir.to_path_buf(),
+        runtime_dir: dir.to_path_buf(),
+    };
+    assert_eq!(paths.socket(), Path::new(&socket));
+    match meshcc::wrapper::client::request(&paths, &Request::Stats, false) {
         Ok(Reply::Error(e)) => assert!(e.contains("serves only its own user"), "{e}"),
         other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The same with the request certainly meeting a closed socket: wait until the daemon has
+    // hung up, then ask.
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&socket).expect("connect to the loosened socket");
+    let mut fd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    while unsafe { libc::poll(&mut fd, 1, -1) } < 1
+        || fd.revents & (libc::POLLRDHUP | libc::POLLHUP) == 0
+    {}
+    match meshcc::wrapper::client::exchange(&mut stream, &Request::Stats) {
+        Ok(Reply::Error(e)) => assert!(e.contains("serves only its own user"), "{e}"),
+        other => panic!("expected a refusal after the hang-up, got {other:?}"),
     }
 }

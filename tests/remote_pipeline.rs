@@ -29,6 +29,8 @@ use meshcc::node::stats::Stats;
 use meshcc::remote::RemoteSettings;
 
 const GCC: &str = "/usr/bin/gcc";
+const CLANG: &str = "/usr/bin/clang";
+const CLANGXX: &str = "/usr/bin/clang++";
 
 struct Node {
     mesh: Arc<Mesh>,
@@ -70,10 +72,15 @@ fn node_with(secret: &ClusterSecret, settings: RemoteSettings) -> Node {
         stats.clone(),
         meshcc::remote::real_executor(),
     );
-    let id = Toolchains::new()
-        .identify(Path::new(GCC), CompilerFamily::Gcc)
-        .unwrap();
-    client.worker().add_toolchain(id, PathBuf::from(GCC));
+    let toolchains = Toolchains::new();
+    for (cc, family) in [
+        (GCC, CompilerFamily::Gcc),
+        (CLANG, CompilerFamily::Clang),
+        (CLANGXX, CompilerFamily::Clang),
+    ] {
+        let id = toolchains.identify(Path::new(cc), family).unwrap();
+        client.worker().add_toolchain(id, PathBuf::from(cc));
+    }
     Node {
         mesh,
         handles,
@@ -115,9 +122,18 @@ fn pair_with(settings: RemoteSettings) -> (Node, Node, Pipeline) {
 }
 
 fn request(dir: &Path, args: &[String]) -> CompileRequest {
+    request_with(GCC, dir, args)
+}
+
+/// A request to compile with `cc` (an absolute path) in `dir`.
+fn request_with(cc: &str, dir: &Path, args: &[String]) -> CompileRequest {
     CompileRequest {
-        compiler: GCC.into(),
-        compiler_name: "gcc".into(),
+        compiler: cc.into(),
+        compiler_name: Path::new(cc)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
         args: args.to_vec(),
         cwd: dir.display().to_string(),
         env: vec![
@@ -130,7 +146,12 @@ fn request(dir: &Path, args: &[String]) -> CompileRequest {
 }
 
 fn direct(dir: &Path, args: &[String]) -> std::process::Output {
-    let out = Command::new(GCC)
+    direct_with(GCC, dir, args)
+}
+
+/// Runs `cc` with `args` in `dir` directly; it must succeed.
+fn direct_with(cc: &str, dir: &Path, args: &[String]) -> std::process::Output {
+    let out = Command::new(cc)
         .args(args)
         .current_dir(dir)
         .env("PWD", dir)
@@ -151,7 +172,18 @@ fn compile(
     dir: &Path,
     args: &[String],
 ) -> (i32, Vec<u8>) {
-    match rt.block_on(pipeline.compile(request(dir, args))) {
+    compile_with(GCC, pipeline, rt, dir, args)
+}
+
+/// Compiles through the pipeline with `cc`: the exit code and stderr.
+fn compile_with(
+    cc: &str,
+    pipeline: &Pipeline,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    args: &[String],
+) -> (i32, Vec<u8>) {
+    match rt.block_on(pipeline.compile(request_with(cc, dir, args))) {
         Reply::Compiled {
             exit_code, stderr, ..
         } => (exit_code, stderr),
@@ -161,13 +193,15 @@ fn compile(
 
 fn args_for(flags: &[&str], source: &str) -> Vec<String> {
     let mut a: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
-    a.extend([
-        "-c".into(),
-        source.into(),
-        "-o".into(),
-        source.replace(".c", ".o"),
-    ]);
+    a.extend(["-c".into(), source.into(), "-o".into(), object_of(source)]);
     a
+}
+
+fn object_of(source: &str) -> String {
+    Path::new(source)
+        .with_extension("o")
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -414,4 +448,166 @@ fn with_no_worker_the_fallback_policy_decides_and_counts() {
             assert_eq!((code, stderr.is_empty()), (0, true));
         }
     }
+}
+
+/// A small C++ project compiled from its root: sources in `src/`, a header found through
+/// `-Iinc`, templates, macros on code lines and inline functions from the header. Returns the
+/// sources as the compile names them.
+fn cxx_project(dir: &Path) -> Vec<String> {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("inc")).unwrap();
+    std::fs::write(
+        dir.join("inc/util.h"),
+        "#pragma once\n#include <vector>\n#include <string>\n#define SQ(x) ((x) * (x))\n\
+         template <typename T> T sum_sq(const std::vector<T> &v) { T s{}; for (auto x : v) s += SQ(x); return s; }\n\
+         inline std::string tag(int n) { return \"n=\" + std::to_string(SCALE * n); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/shapes.cc"),
+        "#include \"util.h\"\nstruct Shape { virtual ~Shape() = default; virtual double area() const = 0; };\n\
+         struct Sq : Shape { double s; explicit Sq(double s) : s(s) {} double area() const override { return SQ(s); } };\n\
+         double total(const std::vector<double> &v) { return sum_sq(v) + Sq(2).area(); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/main.cc"),
+        "#include <cstdio>\n#include \"util.h\"\ndouble total(const std::vector<double> &v);\n\
+         int main(int argc, char **) { std::vector<int> v{argc, SQ(argc)};\n  std::printf(\"%d %s %f\\n\", sum_sq(v), tag(argc).c_str(), total({1.0, 2.0})); return 0; }\n",
+    )
+    .unwrap();
+    vec!["src/shapes.cc".into(), "src/main.cc".into()]
+}
+
+/// clang and clang++ jobs through the pipeline with `flags`: the Lua sources with clang and the
+/// C++ project with clang++, each compiled directly and then through a worker-only pipeline.
+/// Returns the objects that differ from the direct compile's (after checking that the code and
+/// the decoded line rows never do), and the client's statistics.
+fn clang_round(flags: &[&str]) -> (Vec<String>, meshcc::node::stats::StatsSnapshot, u64) {
+    let rt = runtime();
+    let (client, worker, pipeline) = {
+        let _g = rt.enter();
+        pair()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let lua = root.path().join("lua");
+    let cxx = root.path().join("cxx");
+    let mut jobs: Vec<(&str, PathBuf, String, Vec<String>)> = Vec::new();
+    for s in copy_lua(&lua) {
+        let args = args_for(
+            &[flags, &["-Wall", "-MMD", "-DLUA_COMPAT_5_3"]].concat(),
+            &s,
+        );
+        jobs.push((CLANG, lua.clone(), s, args));
+    }
+    let cxx_flags = [flags, &["-Wall", "-MMD", "-DSCALE=3"]].concat();
+    let with = |extra: &str, source: &str| args_for(&[&cxx_flags[..], &[extra]].concat(), source);
+    std::fs::create_dir_all(cxx.join("build")).unwrap();
+    let inc = format!("-I{}", cxx.join("inc").display());
+    for s in cxx_project(&cxx) {
+        // From the project's root; with absolute paths (as CMake names sources); and from a
+        // build directory beside the sources (an out-of-tree build).
+        let absolute = cxx.join(&s).display().to_string();
+        let above = format!("../{s}");
+        jobs.push((CLANGXX, cxx.clone(), s.clone(), with("-Iinc", &s)));
+        jobs.push((
+            CLANGXX,
+            cxx.clone(),
+            absolute.clone(),
+            with(&inc, &absolute),
+        ));
+        jobs.push((
+            CLANGXX,
+            cxx.join("build"),
+            above.clone(),
+            with("-I../inc", &above),
+        ));
+    }
+    let mut differ = Vec::new();
+    for (cc, dir, source, args) in &jobs {
+        let obj = dir.join(object_of(source));
+        let dep = obj.with_extension("d");
+        let out = direct_with(cc, dir, args);
+        assert!(
+            out.stderr.is_empty(),
+            "{source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let local = std::fs::read(&obj).unwrap();
+        let local_dep = std::fs::read(&dep).unwrap();
+        let local_text = section(&obj, &["objdump", "-d", "--no-show-raw-insn"]);
+        let local_rows = line_rows(&obj);
+        std::fs::remove_file(&obj).unwrap();
+        std::fs::remove_file(&dep).unwrap();
+        let (code, stderr) = compile_with(cc, &pipeline, &rt, dir, args);
+        assert_eq!(code, 0, "{source}: {}", String::from_utf8_lossy(&stderr));
+        assert!(
+            stderr.is_empty(),
+            "{source}: {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        assert_eq!(
+            std::fs::read(&dep).unwrap(),
+            local_dep,
+            "{source}: dependency file"
+        );
+        assert!(
+            section(&obj, &["objdump", "-d", "--no-show-raw-insn"]) == local_text,
+            "{source}: code differs"
+        );
+        assert_eq!(line_rows(&obj), local_rows, "{source}: line rows differ");
+        if std::fs::read(&obj).unwrap() != local {
+            differ.push(source.clone());
+        }
+    }
+    let served = worker.stats.snapshot().served_jobs;
+    (differ, client.stats.snapshot(), served)
+}
+
+/// The decoded line table's rows (address, line, column, flags), without file indices.
+fn line_rows(obj: &Path) -> Vec<String> {
+    let dump = section(obj, &["llvm-dwarfdump", "--debug-line"]);
+    String::from_utf8_lossy(&dump)
+        .lines()
+        .filter(|l| l.starts_with("0x"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Address Line Column File ISA Discriminator Flags…
+            [&f[..3], &f[4..]].concat().join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn clang_without_debug_info_is_byte_identical() {
+    let (differ, s, served) = clang_round(&["-O2", "-g0"]);
+    assert!(differ.is_empty(), "objects differ: {differ:?}");
+    assert_eq!(s.remote_compiles, served, "{s:?}");
+    assert!(served > 30, "every job ran remotely: {s:?}");
+    assert_eq!((s.local_compiles, s.local_fallbacks), (0, 0), "{s:?}");
+}
+
+#[test]
+fn clang_dwarf4_debug_info_is_byte_identical() {
+    // Includes rewritten, macros expanded on the worker, the input under its own name.
+    let (differ, s, served) = clang_round(&["-O2", "-gdwarf-4"]);
+    assert!(differ.is_empty(), "objects differ: {differ:?}");
+    assert_eq!(s.remote_compiles, served, "{s:?}");
+    assert!(served > 30, "every job ran remotely: {s:?}");
+    assert_eq!((s.local_compiles, s.local_fallbacks), (0, 0), "{s:?}");
+}
+
+#[test]
+fn clang_dwarf5_debug_info_stays_local_with_its_reason() {
+    // clang 14's default: the remote file table would lack the sources' MD5 sums
+    // (docs/architecture.md, "Fidelity").
+    let (differ, s, served) = clang_round(&["-O2", "-g"]);
+    assert!(differ.is_empty(), "objects differ: {differ:?}");
+    assert_eq!((s.remote_compiles, served), (0, 0), "{s:?}");
+    assert!(s.local_compiles > 30, "{s:?}");
+    assert_eq!(
+        s.not_distributable.get("clang_debug_dwarf5"),
+        Some(&s.local_compiles),
+        "{s:?}"
+    );
 }

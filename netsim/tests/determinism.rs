@@ -6,7 +6,7 @@ use meshcc::mesh::proto;
 use meshcc_netsim::{seeds, Link, Sim, Trace};
 
 /// A run exercising every random part of the network: jitter, loss, duplication, reordering,
-/// three nodes dialing each other and bulk data both ways.
+/// three nodes dialing each other, pings (random nonces) and bulk data both ways.
 async fn noisy_run(seed: u64) -> Trace {
     let mut sim = Sim::new(seed);
     sim.net().set_default_link(Link {
@@ -23,6 +23,9 @@ async fn noisy_run(seed: u64) -> Trace {
     for &i in &n {
         let j = (i + 1) % n.len();
         let conn = sim.mesh(i).connect(sim.id(j), sim.addr(j)).await.unwrap();
+        for _ in 0..3 {
+            sim.mesh(i).ping(&conn).await.unwrap();
+        }
         let up = sim.mesh(i).upload(&conn, &data).await.unwrap();
         assert_eq!(&up, blake3::hash(&data).as_bytes());
         let down = sim.mesh(i).download(&conn, 100_000, seed).await.unwrap();

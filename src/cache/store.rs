@@ -77,6 +77,23 @@ pub struct Usage {
     pub max_bytes: u64,
 }
 
+/// How full the store in `dir` is, read without opening it (nothing is created or removed):
+/// for reports while no daemon holds the store. A missing directory is an empty store.
+pub fn usage_of(dir: &Path, max_bytes: u64) -> Result<Usage, StoreError> {
+    let found = match scan(dir) {
+        Ok(found) => found,
+        Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Usage {
+        entries: found.len() as u64,
+        bytes: found.iter().map(|&(_, size, _)| size).sum(),
+        max_bytes,
+    })
+}
+
 /// Size and recency of one indexed entry.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -589,6 +606,9 @@ mod tests {
         store.put(&key(1), &e).unwrap();
         assert_eq!(store.usage(), usage);
         assert_eq!(on_disk(store.dir()), (usage.entries, usage.bytes));
+        assert_eq!(usage_of(store.dir(), 1 << 30).unwrap(), usage);
+        let none = usage_of(&dir.path().join("missing"), 7).unwrap();
+        assert_eq!((none.entries, none.bytes, none.max_bytes), (0, 0, 7));
         let mode = fs::metadata(store.dir()).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }

@@ -186,6 +186,12 @@ pub struct CompileJob {
     /// except the input, `-x`, the mode flag, `-o`, dependency and preprocessor-only options
     /// and colour flags (the worker adds `-x`, the mode, its own input and output names).
     pub remote_args: Vec<String>,
+    /// The command line's macro definitions and removals (`-D`, `-U` and their long forms),
+    /// in order, each as one joined argument, for a remote compile of text whose includes were
+    /// expanded but whose macros were not (clang `-frewrite-includes`). `None` when other
+    /// options also shape the macros (`-imacros`, `-A`, `-Wp,` or `-Xpreprocessor` beyond a
+    /// dependency file): such text cannot be compiled faithfully elsewhere.
+    pub macro_args: Option<Vec<String>>,
 }
 
 /// Why an invocation is not a compile: the real compiler runs with the original arguments.
@@ -1219,6 +1225,7 @@ fn decide(s: &Scan, ctx: &ArgContext) -> Result<CompileJob, Stop> {
         records_command_line: s.record_f || s.record_g,
         distributable,
         remote_args: remote_args(s),
+        macro_args: macro_args(s),
     })
 }
 
@@ -1430,6 +1437,25 @@ fn remote_args(s: &Scan) -> Vec<String> {
         }
     }
     out
+}
+
+/// The macro options for a remote compile of include-expanded text (see
+/// [`CompileJob::macro_args`]).
+fn macro_args(s: &Scan) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for item in &s.items {
+        let ItemKind::Known(o, value) = item.kind else {
+            continue;
+        };
+        match o.name {
+            "-D" | "--define-macro" | "--define-macro=" => out.push(format!("-D{value}")),
+            "-U" | "--undefine-macro" | "--undefine-macro=" => out.push(format!("-U{value}")),
+            "-imacros" | "--imacros" | "--imacros=" | "-A" | "-Xpreprocessor" => return None,
+            "-Wp," if wp_dependency(value).is_none() => return None,
+            _ => {}
+        }
+    }
+    Some(out)
 }
 
 /// The arguments for the cache key: the language and mode first, then every argument except
@@ -2135,6 +2161,41 @@ mod tests {
             j.remote_args,
             strings(&["-O2", "-Wall", "-g", "-Wa,--noexecstack", "-std=c99"])
         );
+        // -Wp,-DY shapes the macros in a way only the preprocessor sees.
+        assert_eq!(j.macro_args, None);
+    }
+
+    #[test]
+    fn macro_args_are_the_definitions_in_order_or_none() {
+        let j = job(&[
+            "-DX=1",
+            "-D",
+            "Y",
+            "-UZ",
+            "--define-macro=W=2",
+            "--undefine-macro",
+            "V",
+            "-Iinc",
+            "-include",
+            "pre.h",
+            "-Wp,-MD,a.d",
+            "-c",
+            "a.c",
+        ]);
+        assert_eq!(
+            j.macro_args,
+            Some(strings(&["-DX=1", "-DY", "-UZ", "-DW=2", "-UV"]))
+        );
+        assert_eq!(job(&["-c", "a.c"]).macro_args, Some(vec![]));
+        for other in [
+            &["-imacros", "m.h"][..],
+            &["-Ax=y"],
+            &["-Xpreprocessor", "-DX"],
+            &["-Wp,-DX"],
+        ] {
+            let args = [other, &["-c", "a.c"][..]].concat();
+            assert_eq!(job(&args).macro_args, None, "{other:?}");
+        }
     }
 
     #[test]

@@ -77,8 +77,9 @@ pub struct Hello {
 pub enum Request {
     /// Liveness and round-trip check.
     Ping {
-        /// Echoed back.
-        nonce: u64,
+        /// Echoed back. A fixed-size array, so every ping encodes to the same size (a varint
+        /// would not: simulated traces stay byte-stable).
+        nonce: [u8; 8],
     },
     /// The serving node's view of the mesh.
     Status,
@@ -119,6 +120,21 @@ impl Request {
     }
 }
 
+/// What a remote job's input text is, and so how the worker compiles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InputForm {
+    /// Preprocessed text (`-E`, or gcc's `-E -fdirectives-only`), compiled as the language's
+    /// preprocessed form from a file the worker names.
+    Preprocessed,
+    /// clang's `-E -frewrite-includes` text (includes expanded, macros not), compiled as the
+    /// source language from a file at `path`, a plain relative path (the client's name for its
+    /// input), so that the names clang records are the client's.
+    RewrittenIncludes {
+        /// Where the worker writes the text, relative to the compile's directory.
+        path: String,
+    },
+}
+
 /// Header of one remote compile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobHeader {
@@ -130,10 +146,13 @@ pub struct JobHeader {
     pub epoch: Option<u64>,
     /// The toolchain to run, by content identity; refused unless the worker has it.
     pub toolchain: ToolchainId,
-    /// The language of the preprocessed input (`cpp-output`, `c++-cpp-output`, …).
+    /// The source language of the job (the worker compiles its preprocessed form, or the
+    /// language itself for [`InputForm::RewrittenIncludes`]).
     pub language: Language,
     /// Object or assembly.
     pub mode: CompileMode,
+    /// What the input text is.
+    pub form: InputForm,
     /// The compile's options, checked against the remote allow-list.
     pub args: Vec<String>,
     /// Locale and reproducibility variables of the client's compile (others are ignored).
@@ -183,7 +202,7 @@ pub enum Reply {
     /// Answer to [`Request::Ping`].
     Pong {
         /// The request's nonce.
-        nonce: u64,
+        nonce: [u8; 8],
     },
     /// Answer to [`Request::Status`].
     Status(StatusInfo),
@@ -493,13 +512,25 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn pings_encode_to_one_size_whatever_the_nonce() {
+        let size = |nonce| {
+            (
+                encode_frame(&Request::Ping { nonce }).unwrap().len(),
+                encode_frame(&Reply::Pong { nonce }).unwrap().len(),
+            )
+        };
+        assert_eq!(size([0; 8]), size([0xff; 8]));
+        assert_eq!(size([0; 8]), size([0x80, 0, 0, 0, 0, 0, 0, 1]));
+    }
+
     #[tokio::test]
     async fn async_reads_time_out_and_bound() {
-        let f = encode_frame(&Request::Ping { nonce: 5 }).unwrap();
+        let f = encode_frame(&Request::Ping { nonce: [5; 8] }).unwrap();
         let got: Request = read_frame(&mut &f[..], Limit::Request, Duration::from_secs(1))
             .await
             .unwrap();
-        assert_eq!(got, Request::Ping { nonce: 5 });
+        assert_eq!(got, Request::Ping { nonce: [5; 8] });
         // A stalled peer: nothing arrives.
         let (mut a, _b) = tokio::io::duplex(64);
         let e = read_frame::<Request>(&mut a, Limit::Request, Duration::from_millis(20))
@@ -542,7 +573,7 @@ mod tests {
 
         /// A valid frame followed by random bytes decodes to the same message.
         #[test]
-        fn valid_prefix_decodes(nonce in proptest::num::u64::ANY, tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        fn valid_prefix_decodes(nonce in proptest::array::uniform8(proptest::num::u8::ANY), tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             let mut f = encode_frame(&Request::Ping { nonce }).unwrap();
             let n = f.len();
             f.extend_from_slice(&tail);

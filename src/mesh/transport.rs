@@ -906,7 +906,7 @@ impl Mesh {
 
     /// Round-trip time of one [`Request::Ping`].
     pub async fn ping(&self, conn: &Connection) -> Result<Duration, MeshError> {
-        let nonce = rand_u64();
+        let nonce = random_nonce();
         let start = Instant::now();
         match self.request(conn, &Request::Ping { nonce }).await? {
             Reply::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
@@ -980,12 +980,12 @@ fn unexpected(r: Reply) -> MeshError {
     }
 }
 
-fn rand_u64() -> u64 {
+fn random_nonce() -> [u8; 8] {
     let mut b = [0u8; 8];
     let _ = rustls::crypto::ring::default_provider()
         .secure_random
         .fill(&mut b);
-    u64::from_le_bytes(b)
+    b
 }
 
 async fn open(

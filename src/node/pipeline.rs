@@ -18,11 +18,12 @@ use crate::cache::store::{LocalStore, StoreError};
 use crate::compiler::args::{self, ArgContext, CompileJob, CompilerFamily, Verdict};
 use crate::compiler::toolchain::Toolchains;
 use crate::compiler::{color, path_kind_in, Ran};
+use crate::mesh::proto::InputForm;
 use crate::node::ipc::{CompileRequest, Reply};
 use crate::node::stats::{Event, Stats};
-use crate::remote::allow;
 use crate::remote::client::{Client, Outcome, RemoteJob};
 use crate::remote::worker::{preprocessed_language, FORWARDED_ENV};
+use crate::remote::{allow, clang};
 
 /// Identifies one job in logs; unique within a daemon's life, and random across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +43,18 @@ pub struct Pipeline {
     next_job: AtomicU64,
     /// The dispatch client, when this node is part of a mesh.
     remote: std::sync::OnceLock<Arc<Client>>,
+}
+
+/// What a worker is sent for a job (see [`Pipeline::remote_input`]).
+struct RemoteInput {
+    /// The text it compiles.
+    text: Vec<u8>,
+    /// The local preprocessor's diagnostics, printed before the worker's.
+    cpp_stderr: Vec<u8>,
+    /// Options added to the remote ones for this text.
+    extra_args: Vec<String>,
+    /// What the text is.
+    form: InputForm,
 }
 
 /// Where a cache miss compiled.
@@ -170,22 +183,32 @@ impl Pipeline {
         if !job.records_command_line {
             remote_args.push(color::FORCE_COLOR_FLAG.to_string());
         }
+        // clang jobs go as -frewrite-includes text under the input's own name (remote::clang);
+        // with debug information only so, else they stay here.
+        let rewrite =
+            match (family == CompilerFamily::Clang).then(|| clang::rewrite(&job, &req.cwd)) {
+                Some(Err(_)) if !job.key_includes_cwd => None,
+                r => r,
+            };
         // Whether a miss may compile on a worker; why not, counted, when it may not.
-        let remote = match (self.remote.get(), &job.distributable) {
-            (None, _) => None,
-            (Some(_), Err(why)) => {
+        let remote = match (self.remote.get(), &job.distributable, &rewrite) {
+            (None, _, _) => None,
+            (Some(_), Err(why), _) => {
                 self.stats.count(Event::NotDistributable(why.reason()));
                 None
             }
-            // clang's debug info names the compile's own directory (and, with DWARF 5, its file
-            // table differs from a local compile): such jobs stay here.
-            (Some(_), Ok(())) if family == CompilerFamily::Clang && job.key_includes_cwd => {
+            // The recorded command line would be the worker's.
+            (Some(_), Ok(()), _) if family == CompilerFamily::Clang && job.records_command_line => {
                 self.stats
-                    .count(Event::NotDistributable("clang_debug_info"));
+                    .count(Event::NotDistributable("clang_records_command_line"));
+                None
+            }
+            (Some(_), Ok(()), Some(Err(why))) => {
+                self.stats.count(Event::NotDistributable(why));
                 None
             }
             // The dependency file of an already preprocessed input comes only from its compile.
-            (Some(_), Ok(()))
+            (Some(_), Ok(()), _)
                 if !job.language.needs_preprocessing() && !job.dependency_args.is_empty() =>
             {
                 self.stats.count(Event::NotDistributable(
@@ -193,12 +216,15 @@ impl Pipeline {
                 ));
                 None
             }
-            (Some(_), Ok(())) if preprocessed_language(job.language).is_none() => {
+            (Some(_), Ok(()), _) if preprocessed_language(job.language).is_none() => {
                 self.stats
                     .count(Event::NotDistributable("local_only_language"));
                 None
             }
-            (Some(remote), Ok(())) => match allow::check(&remote_args) {
+            (Some(remote), Ok(()), r) => match allow::check(&remote_args).and_then(|()| match r {
+                Some(Ok(r)) => allow::check(&r.extra_args),
+                _ => Ok(()),
+            }) {
                 Ok(()) => Some(remote.clone()),
                 Err(refusal) => {
                     debug!("not distributable: {refusal}");
@@ -207,6 +233,7 @@ impl Pipeline {
                 }
             },
         };
+        let rewrite = rewrite.and_then(Result::ok);
         let input_path = cwd.join(&job.input);
         let input_before = input_stamp(&input_path);
         // A job that may compile elsewhere gets its dependency file from the preprocessor.
@@ -283,24 +310,39 @@ impl Pipeline {
         let idle = remote
             .as_ref()
             .and_then(|r| r.worker().try_slot().map(|slot| (r.clone(), slot)));
-        let compiled = match (remote, idle) {
-            (Some(remote), None) => {
-                let (input, remote_stderr, remote_args) = self
-                    .remote_input(&req, &job, family, source, &cpp_stderr, remote_args)
-                    .await;
+        // The text a worker would compile, unless an idle local slot takes the job.
+        let prepared = match (&remote, &idle) {
+            (Some(_), None) => {
+                match self
+                    .remote_input(&req, &job, family, rewrite.as_ref(), source, &cpp_stderr)
+                    .await
+                {
+                    Ok(p) => Some(p),
+                    Err(why) => {
+                        debug!("not distributable: {why}");
+                        self.stats.count(Event::NotDistributable(why));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let compiled = match (remote, prepared) {
+            (Some(remote), Some(input)) => {
                 let spec = RemoteJob {
                     job: job_id.0,
                     toolchain,
                     language: job.language,
                     mode: job.mode,
-                    args: remote_args,
+                    form: input.form,
+                    args: [remote_args, input.extra_args].concat(),
                     env: req
                         .env
                         .iter()
                         .filter(|(k, _)| FORWARDED_ENV.contains(&k.as_str()))
                         .cloned()
                         .collect(),
-                    input: match zstd::bulk::compress(&input, 1) {
+                    input: match zstd::bulk::compress(&input.text, 1) {
                         Ok(c) => c,
                         Err(e) => {
                             warn!("cannot compress the input: {e}");
@@ -309,19 +351,17 @@ impl Pipeline {
                         }
                     },
                 };
-                drop(input);
                 match self
-                    .dispatch(&remote, &spec, &req, &job, &remote_stderr)
+                    .dispatch(&remote, &spec, &req, &job, &input.cpp_stderr)
                     .await
                 {
                     Ok(c) => c,
                     Err(reply) => return reply,
                 }
             }
-            (_, slot) => {
-                drop(source);
+            _ => {
                 let ran = self.compile_here(&req, &job).await;
-                drop(slot);
+                drop(idle);
                 match ran {
                     Ok(ran) => Compiled::Local { ran, notice: None },
                     Err(e) => return self.cannot_run(&req, e),
@@ -393,27 +433,57 @@ impl Pipeline {
         }
     }
 
-    /// The text a worker compiles, the local preprocessor's diagnostics for it, and the remote
-    /// options. With debug info and gcc it is the `-fdirectives-only` output (macros expanded
-    /// on the worker), which keeps the line tables identical to a local compile
-    /// (research/wrapper.md §4.2); otherwise, or if that run fails, the fully preprocessed text
-    /// the key was made from (identical objects without debug info, and no second
+    /// The text a worker compiles, with what goes along with it; `Err` (a stats key) when the
+    /// job cannot be sent faithfully after all.
+    ///
+    /// clang with debug information: the `-frewrite-includes` text ([`clang::rewrite`]).
+    /// gcc with debug information: the `-fdirectives-only` output (macros expanded on the
+    /// worker), which keeps the line tables identical to a local compile
+    /// (research/wrapper.md §4.2). Otherwise, or if the gcc run fails, the fully preprocessed
+    /// text the key was made from (identical objects without debug information, and no second
     /// preprocessor run).
     async fn remote_input(
         &self,
         req: &CompileRequest,
         job: &CompileJob,
         family: CompilerFamily,
+        rewrite: Option<&clang::Rewrite>,
         source: Vec<u8>,
         cpp_stderr: &[u8],
-        mut remote_args: Vec<String>,
-    ) -> (Vec<u8>, Vec<u8>, Vec<String>) {
+    ) -> Result<RemoteInput, &'static str> {
+        if let Some(rewrite) = rewrite {
+            let mut args = job.preprocess_args.clone();
+            args.push("-frewrite-includes".to_string());
+            let rewritten = match run(req, &req.compiler, &args).await {
+                Ok(ran) if ran.exit_code == 0 => {
+                    rewrite.check_text(&ran.stdout).map(|()| ran.stdout)
+                }
+                _ => Err("clang_rewrite_includes_failed"),
+            };
+            match rewritten {
+                Ok(text) => {
+                    return Ok(RemoteInput {
+                        text,
+                        // The text keeps #warning, so the worker prints it again (and a
+                        // remote compile that prints anything is compiled here anyway).
+                        cpp_stderr: Vec::new(),
+                        extra_args: rewrite.extra_args.clone(),
+                        form: InputForm::RewrittenIncludes {
+                            path: rewrite.path.clone(),
+                        },
+                    });
+                }
+                // Without debug information the full text is as good for the object.
+                Err(why) if job.key_includes_cwd => return Err(why),
+                Err(why) => debug!("{why}; sending the full -E text"),
+            }
+        }
         // -fdirectives-only refuses -Wunused-macros and is unreliable with -pedantic
         // (icecream and sccache avoid it there too).
         let directives_only = family == CompilerFamily::Gcc
             && job.key_includes_cwd
             && job.language.needs_preprocessing()
-            && !remote_args.iter().any(|a| {
+            && !job.remote_args.iter().any(|a| {
                 a == "-Wunused-macros" || a.starts_with("-pedantic") || a == "-traditional"
             });
         if directives_only {
@@ -421,13 +491,22 @@ impl Pipeline {
             args.push("-fdirectives-only".to_string());
             match run(req, &req.compiler, &args).await {
                 Ok(ran) if ran.exit_code == 0 => {
-                    remote_args.push("-fdirectives-only".to_string());
-                    return (ran.stdout, ran.stderr, remote_args);
+                    return Ok(RemoteInput {
+                        text: ran.stdout,
+                        cpp_stderr: ran.stderr,
+                        extra_args: vec!["-fdirectives-only".to_string()],
+                        form: InputForm::Preprocessed,
+                    });
                 }
                 _ => debug!("-fdirectives-only preprocessing failed; sending the full -E text"),
             }
         }
-        (source, cpp_stderr.to_vec(), remote_args)
+        Ok(RemoteInput {
+            text: source,
+            cpp_stderr: cpp_stderr.to_vec(),
+            extra_args: Vec::new(),
+            form: InputForm::Preprocessed,
+        })
     }
 
     /// Runs the compile here as given (colour forced, stripped on replay as wanted).

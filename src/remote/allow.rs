@@ -130,6 +130,9 @@ const PREFIXES: &[&str] = &[
     "--target=",
     "-l",
     "-L",
+    // Command-line macros, which text with rewritten includes (clang) still needs.
+    "-D",
+    "-U",
 ];
 
 /// Assembler options (`-Wa,a,b`) that read and write nothing but the object.
@@ -260,6 +263,7 @@ mod tests {
                 "-fdirectives-only",
             ],
             &["-lm", "-Llib", "-static", "-shared", "-no-pie"],
+            &["-DX=1", "-DY", "-UZ", "-fdebug-compilation-dir=/home/u/p"],
         ];
         for a in ok {
             assert_eq!(check(&strings(a)), Ok(()), "{a:?}");
@@ -318,8 +322,8 @@ mod tests {
             (&["../x.c"], "names a file"),
             (&["@args.rsp"], "response file"),
             (&["-I/usr/include"], "allow-list"),
-            (&["-DX=1"], "allow-list"),
             (&["-include", "x.h"], "allow-list"),
+            (&["-D", "X"], "names a file"),
             (&["--sysroot=/x"], "allow-list"),
             (&["-isysroot", "/x"], "allow-list"),
             (&["--param", "/etc/passwd"], "file"),

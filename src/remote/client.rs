@@ -22,7 +22,7 @@ use crate::mesh::alloc::{GrantId, Unavailable};
 use crate::mesh::election::MemberState;
 use crate::mesh::identity::NodeId;
 use crate::mesh::proto::{
-    self, AllocRequest, Candidate, JobHeader, JobResult, Limit, Reply, Request,
+    self, AllocRequest, Candidate, InputForm, JobHeader, JobResult, Limit, Reply, Request,
 };
 use crate::mesh::transport::Mesh;
 use crate::mesh::view::Snapshot;
@@ -51,11 +51,13 @@ pub struct RemoteJob {
     pub language: Language,
     /// Object or assembly.
     pub mode: CompileMode,
+    /// What the input text is.
+    pub form: InputForm,
     /// The remote compile's options.
     pub args: Vec<String>,
     /// Forwarded environment (locale, reproducibility).
     pub env: Vec<(String, String)>,
-    /// The preprocessed input, zstd-compressed.
+    /// The input text, zstd-compressed.
     pub input: Vec<u8>,
 }
 
@@ -504,6 +506,7 @@ impl Client {
             toolchain: job.toolchain,
             language: job.language,
             mode: job.mode,
+            form: job.form.clone(),
             args: job.args.clone(),
             env: job.env.clone(),
             input_len: job.input.len() as u64,

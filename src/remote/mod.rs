@@ -5,6 +5,7 @@
 //! See `docs/architecture.md`, section "Distributed compilation".
 
 pub mod allow;
+pub mod clang;
 pub mod client;
 pub mod coordinator;
 pub mod dispatch;

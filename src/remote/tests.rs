@@ -17,6 +17,7 @@ use crate::compiler::toolchain::{ToolchainId, Toolchains};
 use crate::mesh::cluster::ClusterSecret;
 use crate::mesh::election::MemberState;
 use crate::mesh::identity::{NodeId, NodeKey};
+use crate::mesh::proto::InputForm;
 use crate::mesh::transport::{Mesh, TransportConfig};
 use crate::mesh::view::{Coordinator, Member, Snapshot, ViewHandles};
 use crate::node::stats::Stats;
@@ -165,6 +166,7 @@ fn job_and_reference(dir: &Path, args: &[&str]) -> (RemoteJob, Vec<u8>) {
         toolchain: toolchain(),
         language: Language::C,
         mode: CompileMode::Object,
+        form: InputForm::Preprocessed,
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![("LC_ALL".into(), "C".into())],
         input: zstd::bulk::compress(&pre, 1).unwrap(),
@@ -262,6 +264,18 @@ async fn the_worker_refuses_what_is_not_on_the_allow_list_and_nothing_runs() {
         "/etc/passwd",
     ] {
         job.args = vec!["-O2".into(), bad.into()];
+        match client.client.dispatch(&job).await {
+            Outcome::Fallback { reason, .. } => {
+                assert_eq!(reason, FallbackReason::Refused, "{bad}")
+            }
+            _ => panic!("{bad} was not refused"),
+        }
+    }
+    // Rewritten includes are written where the client names them, or under the file name of
+    // a path that leads elsewhere: never outside the job, never without a name.
+    job.args = vec!["-O2".into()];
+    for bad in ["", "..", "/", "a/..", "/tmp/a=b.c", "a\0.c"] {
+        job.form = InputForm::RewrittenIncludes { path: bad.into() };
         match client.client.dispatch(&job).await {
             Outcome::Fallback { reason, .. } => {
                 assert_eq!(reason, FallbackReason::Refused, "{bad}")
@@ -478,6 +492,111 @@ async fn no_worker_follows_the_fallback_policy() {
                 assert_eq!(reason, FallbackReason::NoWorker);
             }
             _ => panic!("nothing to run on"),
+        }
+    }
+}
+
+/// What docs/architecture.md reports for clang with DWARF 5 (why such jobs stay local): the
+/// `-frewrite-includes` text compiled on a worker under the input's own name gives the same
+/// code and line rows, but a file table without the sources' MD5 sums, so the object differs.
+/// With `-gdwarf-4` the same route is byte-identical.
+#[tokio::test]
+async fn clang_dwarf5_from_rewritten_includes_loses_only_the_file_checksums() {
+    const CLANG: &str = "/usr/bin/clang";
+    let clang = Toolchains::new()
+        .identify(Path::new(CLANG), CompilerFamily::Clang)
+        .unwrap();
+    let k = ClusterSecret::generate().unwrap();
+    let client = node(&k, 0, Policy::default(), real(), false);
+    let worker = node(&k, 2, Policy::default(), real(), false);
+    worker
+        .client
+        .worker()
+        .add_toolchain(clang, PathBuf::from(CLANG));
+    connect_views(&[&client, &worker], None);
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path();
+    std::fs::create_dir(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/t.c"), SOURCE).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(CLANG)
+            .args(args)
+            .current_dir(dir)
+            .env("PWD", dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let tool = |tool: &str, args: &[&str], obj: &Path| {
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .arg(obj)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rows = |dump: &str| -> Vec<String> {
+        dump.lines()
+            .filter(|l| l.starts_with("0x"))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                [&f[..3], &f[4..]].concat().join(" ")
+            })
+            .collect()
+    };
+    let text = run(&["-O2", "-E", "-frewrite-includes", "src/t.c"]);
+    for (version, identical) in [("-g", false), ("-gdwarf-4", true)] {
+        run(&["-O2", version, "-c", "src/t.c", "-o", "ref.o"]);
+        let reference = std::fs::read(dir.join("ref.o")).unwrap();
+        let job = RemoteJob {
+            job: 0x5,
+            toolchain: clang,
+            language: Language::C,
+            mode: CompileMode::Object,
+            form: InputForm::RewrittenIncludes {
+                path: "src/t.c".into(),
+            },
+            args: vec![
+                "-O2".into(),
+                version.into(),
+                format!("-fdebug-compilation-dir={}", dir.display()),
+            ],
+            env: vec![],
+            input: zstd::bulk::compress(&text, 1).unwrap(),
+        };
+        let (_, _, object) = remote(client.client.dispatch(&job).await);
+        std::fs::write(dir.join("remote.o"), &object).unwrap();
+        let (local_o, remote_o) = (dir.join("ref.o"), dir.join("remote.o"));
+        assert_eq!(object == reference, identical, "{version}");
+        let disasm = ["-d", "--no-show-raw-insn"];
+        assert_eq!(
+            tool("objdump", &disasm, &local_o)
+                .lines()
+                .skip(2)
+                .collect::<Vec<_>>(),
+            tool("objdump", &disasm, &remote_o)
+                .lines()
+                .skip(2)
+                .collect::<Vec<_>>(),
+            "{version}: code"
+        );
+        let (local_lines, remote_lines) = (
+            tool("llvm-dwarfdump", &["--debug-line"], &local_o),
+            tool("llvm-dwarfdump", &["--debug-line"], &remote_o),
+        );
+        assert_eq!(
+            rows(&local_lines),
+            rows(&remote_lines),
+            "{version}: line rows"
+        );
+        if !identical {
+            assert!(local_lines.contains("md5_checksum"), "{local_lines}");
+            assert!(!remote_lines.contains("md5_checksum"), "{remote_lines}");
         }
     }
 }

@@ -26,7 +26,7 @@ use super::allow;
 use crate::compiler::args::{CompileMode, Language};
 use crate::compiler::toolchain::ToolchainId;
 use crate::compiler::Ran;
-use crate::mesh::proto::{self, JobHeader, JobResult, Reply, Request};
+use crate::mesh::proto::{self, InputForm, JobHeader, JobResult, Reply, Request};
 use crate::mesh::transport::Served;
 use crate::mesh::view::{Advert, Snapshot};
 use crate::node::stats::{Event, Stats};
@@ -82,7 +82,7 @@ pub struct ExecJob {
     pub compiler: PathBuf,
     /// Its arguments, input and output included.
     pub args: Vec<String>,
-    /// The job's private directory (the working directory of the compile).
+    /// The working directory of the compile, in the job's private directory.
     pub dir: PathBuf,
     /// The output file the compile writes.
     pub output: PathBuf,
@@ -314,6 +314,9 @@ impl Worker {
                 h.language.as_x_arg()
             ))));
         }
+        if let Err(why) = input_of(h) {
+            return Err(Box::new(Reply::Refused(why)));
+        }
         if h.mode == CompileMode::SyntaxOnly {
             return Err(Box::new(Reply::Refused(
                 "-fsyntax-only is not compiled remotely".into(),
@@ -406,31 +409,50 @@ impl Worker {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let guard = JobDir(dir.clone());
-        let lang = preprocessed_language(h.language).unwrap_or(Language::CppOutput);
-        let input_name = if lang == Language::CxxCppOutput {
-            "input.ii"
-        } else {
-            "input.i"
-        };
+        let input_of_job = input_of(h)?;
         let output_name = if h.mode == CompileMode::Assembly {
             "output.s"
         } else {
             "output.o"
         };
-        std::fs::write(dir.join(input_name), input).map_err(|e| e.to_string())?;
+        // Input under the client's name: in a directory of its own, so it never meets the
+        // output.
+        let (cwd, output_arg) = match h.form {
+            InputForm::Preprocessed => (dir.clone(), output_name.to_string()),
+            InputForm::RewrittenIncludes { .. } => (dir.join("cwd"), format!("../{output_name}")),
+        };
+        let input_path = cwd.join(&input_of_job.name);
+        if let Some(parent) = input_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&input_path, input).map_err(|e| e.to_string())?;
         let mut args = h.args.clone();
+        let input_arg = match &input_of_job.client_name {
+            None => input_of_job.name,
+            Some(client_name) => {
+                let here = std::path::absolute(&input_path)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned();
+                if here.contains('=') {
+                    return Err(format!("{here}: '=' in the job's path"));
+                }
+                args.push(format!("-fdebug-prefix-map={here}={client_name}"));
+                here
+            }
+        };
         args.extend([
             "-x".to_string(),
-            lang.as_x_arg().to_string(),
+            input_of_job.lang.as_x_arg().to_string(),
             if h.mode == CompileMode::Assembly {
                 "-S"
             } else {
                 "-c"
             }
             .to_string(),
-            input_name.to_string(),
+            input_arg,
             "-o".to_string(),
-            output_name.to_string(),
+            output_arg,
         ]);
         let mut env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k == "PATH" || k == "HOME" || k == "TMPDIR")
@@ -447,7 +469,7 @@ impl Worker {
             attempt: h.attempt,
             compiler,
             args,
-            dir: dir.clone(),
+            dir: cwd,
             output: output.clone(),
             env,
         };
@@ -468,6 +490,69 @@ impl Worker {
         };
         drop(guard);
         Ok((ran, out))
+    }
+}
+
+/// How the worker lays out and names a job's input.
+struct JobInput {
+    /// The language it is compiled as.
+    lang: Language,
+    /// Where it is written, relative to the compile's directory.
+    name: String,
+    /// The client's name for it when that is not `name` (an absolute path, or one with
+    /// `..`): clang is given the file by its absolute path here and told to record the
+    /// client's name instead (`-fdebug-prefix-map`).
+    client_name: Option<String>,
+}
+
+/// The language the worker compiles a job's input as, and where the input goes: its
+/// preprocessed form under a name of the worker's, or (rewritten includes) the source language
+/// under the client's relative name, or under its file name when the client's path leads
+/// elsewhere.
+fn input_of(h: &JobHeader) -> Result<JobInput, String> {
+    match &h.form {
+        InputForm::Preprocessed => {
+            let lang = preprocessed_language(h.language).unwrap_or(Language::CppOutput);
+            let name = if lang == Language::CxxCppOutput {
+                "input.ii"
+            } else {
+                "input.i"
+            };
+            Ok(JobInput {
+                lang,
+                name: name.to_string(),
+                client_name: None,
+            })
+        }
+        InputForm::RewrittenIncludes { path } => {
+            if !matches!(h.language, Language::C | Language::Cxx) {
+                return Err(format!(
+                    "{} input cannot come with rewritten includes",
+                    h.language.as_x_arg()
+                ));
+            }
+            let bad = || format!("input path {path:?} cannot be written in the job");
+            if path.len() > 4096 || path.contains('\0') {
+                return Err(bad());
+            }
+            if super::clang::is_plain_relative(path) {
+                return Ok(JobInput {
+                    lang: h.language,
+                    name: path.clone(),
+                    client_name: None,
+                });
+            }
+            let name = Path::new(path)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| super::clang::is_plain_relative(n) && !n.contains('='))
+                .ok_or_else(bad)?;
+            Ok(JobInput {
+                lang: h.language,
+                name: name.to_string(),
+                client_name: Some(path.clone()),
+            })
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The wrapper's side of the daemon socket: connect, start the daemon when none runs (race-free
 //! when many wrappers start at once), send one request and read the reply.
 
+use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -112,8 +113,19 @@ pub fn connect_or_start(paths: &Paths, autostart: bool) -> Result<UnixStream, Cl
 /// Sends one request and waits for the reply.
 pub fn request(paths: &Paths, req: &Request, autostart: bool) -> Result<Reply, ClientError> {
     let mut stream = connect_or_start(paths, autostart)?;
-    ipc::write_sync(&mut stream, req)?;
-    Ok(ipc::read_sync(&mut stream, ipc::MAX_REPLY)?)
+    exchange(&mut stream, req)
+}
+
+/// Sends `req` on `stream` and reads the reply. A daemon that refuses the connection (another
+/// user's) answers and closes without reading, so the write may fail (broken pipe) while its
+/// answer waits in the socket: the answer is read even then, and the write's error is returned
+/// only when none came.
+pub fn exchange(stream: &mut (impl Read + Write), req: &Request) -> Result<Reply, ClientError> {
+    let written = ipc::write_sync(stream, req);
+    match (written, ipc::read_sync(stream, ipc::MAX_REPLY)) {
+        (_, Ok(reply)) => Ok(reply),
+        (Err(e), Err(_)) | (Ok(()), Err(e)) => Err(e.into()),
+    }
 }
 
 /// Reports a call the wrapper ran directly; fire-and-forget, never blocks, never fails.
@@ -124,5 +136,36 @@ pub fn count(paths: &Paths, event: &CounterEvent) {
     if let Ok(sock) = UnixDatagram::unbound() {
         let _ = sock.set_nonblocking(true);
         let _ = sock.send_to(&bytes, paths.stats_socket());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_sent_before_the_request_is_read_is_returned() {
+        let (mut client, mut daemon) = UnixStream::pair().unwrap();
+        let refusal = Reply::Error("this daemon serves only its own user".into());
+        ipc::write_sync(&mut daemon, &refusal).unwrap();
+        // Closed unread: the client's write meets a closed socket (broken pipe).
+        drop(daemon);
+        assert!(ipc::write_sync(&mut client.try_clone().unwrap(), &Request::Stats).is_err());
+        match exchange(&mut client, &Request::Stats) {
+            Ok(Reply::Error(e)) => assert!(e.contains("only its own user"), "{e}"),
+            other => panic!("expected the refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn with_no_answer_the_write_error_is_returned() {
+        let (mut client, daemon) = UnixStream::pair().unwrap();
+        drop(daemon);
+        match exchange(&mut client, &Request::Stats) {
+            Err(ClientError::Ipc(IpcError::Io(e))) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}")
+            }
+            other => panic!("expected a broken pipe, got {other:?}"),
+        }
     }
 }

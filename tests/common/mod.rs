@@ -551,6 +551,10 @@ pub fn lua_sources() -> &'static Path {
                 "--format-version",
                 "1",
                 "--offline",
+                // Only this platform's packages: others (Windows-only crates) may be missing
+                // from an offline registry.
+                "--filter-platform",
+                &format!("{}-unknown-linux-gnu", std::env::consts::ARCH),
                 "--manifest-path",
             ])
             .arg(&manifest));
