@@ -17,6 +17,7 @@ use meshcc::compiler::args::{CompileMode, Language};
 use meshcc::compiler::toolchain::ToolchainId;
 use meshcc::compiler::Ran;
 use meshcc::mesh::identity::NodeId;
+use meshcc::mesh::proto::InputForm;
 use meshcc::remote::client::{Client, Outcome, RemoteJob};
 use meshcc::remote::dispatch::FallbackReason;
 use meshcc::remote::worker::{ExecFuture, ExecJob, Executor};
@@ -473,6 +474,7 @@ async fn run_job(node: &BuildNode, id: u64, local_time: Duration) -> (Done, Opti
         toolchain: TOOLCHAIN,
         language: Language::C,
         mode: CompileMode::Object,
+        form: InputForm::Preprocessed,
         args: vec!["-O2".into(), "-g0".into()],
         env: Vec::new(),
         input: zstd::bulk::compress(&input, 1).unwrap_or_default(),
