@@ -389,6 +389,11 @@ impl Sim {
         self.nodes[i].views.view.borrow().clone()
     }
 
+    /// Reads node `i`'s current view in place (a 200-node view is costly to copy).
+    pub fn with_view<T>(&self, i: usize, f: impl FnOnce(&Snapshot) -> T) -> T {
+        f(&self.nodes[i].views.view.borrow())
+    }
+
     /// The coordinator node `i` follows, if any.
     pub fn coordinator(&self, i: usize) -> Option<Coordinator> {
         self.nodes[i].views.view.borrow().coordinator

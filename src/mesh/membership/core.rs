@@ -68,11 +68,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            probe_period: Duration::from_millis(500),
-            probe_rtt: Duration::from_millis(200),
+            probe_period: Duration::from_millis(250),
+            probe_rtt: Duration::from_millis(100),
             indirect_probes: 3,
             suspect_to_down: Duration::from_millis(2000),
-            gossip_period: Duration::from_millis(200),
+            gossip_period: Duration::from_millis(100),
             announce_period: Duration::from_secs(30),
             announce_down_period: Duration::from_secs(10),
             remove_down_after: Duration::from_secs(4 * 3600),
@@ -150,9 +150,10 @@ impl foca::Runtime<Ident> for Outbox {
     }
 }
 
-/// A coordinator verification in progress.
+/// A check of a member in progress (direct and indirect probes): a coordinator verification,
+/// or this node's confirmation of a suspicion it heard of.
 #[derive(Debug, Clone, Copy)]
-struct Verify {
+struct Check {
     node: NodeId,
     nonce: u64,
     deadline: u64,
@@ -177,7 +178,9 @@ pub struct Core {
     advert_floor: u64,
     advert_refresh_at: u64,
     advertised_epoch: u64,
-    verify: Option<Verify>,
+    verify: Option<Check>,
+    /// Suspicions heard from peers that this node is checking itself, by member.
+    confirm: BTreeMap<NodeId, Check>,
     suggestions: HashMap<NodeId, SocketAddr>,
     next_rejoin: u64,
     rng: Pcg64Mcg,
@@ -226,6 +229,7 @@ impl Core {
             advert_refresh_at: now,
             advertised_epoch: 0,
             verify: None,
+            confirm: BTreeMap::new(),
             suggestions: HashMap::new(),
             next_rejoin: now,
             rng,
@@ -260,6 +264,7 @@ impl Core {
             self.timers.peek().map(|Reverse((t, _, _))| *t),
             self.election.next_deadline(),
             self.verify.map(|v| v.deadline),
+            self.confirm.values().map(|c| c.deadline).min(),
             self.advert_due,
             Some(self.advert_refresh_at),
             (self.foca.num_members() == 0 && !self.suggestions.is_empty())
@@ -324,7 +329,7 @@ impl Core {
                     debug!(peer = %from.short(), "membership packet refused: {e}");
                     self.counters.refused += 1;
                 }
-                self.after_foca(now);
+                self.after_foca(now, Cause::Heard);
             }
             Some((&TAG_CONTROL, body)) => match decode_control(body) {
                 Ok(c) => self.control(from, c, now),
@@ -355,7 +360,7 @@ impl Core {
             {
                 debug!("cannot announce: {e}");
             }
-            self.after_foca(now);
+            self.after_foca(now, Cause::Own);
         }
         self.poll(now);
     }
@@ -372,7 +377,7 @@ impl Core {
         if let Err(e) = self.foca.change_identity(self.me, &mut self.outbox) {
             debug!("cannot change identity: {e}");
         }
-        self.after_foca(now);
+        self.after_foca(now, Cause::Own);
         self.poll(now);
         moved
     }
@@ -410,13 +415,23 @@ impl Core {
             if let Err(e) = self.foca.handle_timer(timer, &mut self.outbox) {
                 debug!("membership timer failed: {e}");
             }
-            self.after_foca(now);
+            self.after_foca(now, Cause::Own);
         }
         if let Some(v) = self.verify.filter(|v| v.deadline <= now) {
             self.verify = None;
             debug!(node = %v.node.short(), "coordinator verification failed");
             let actions = self.election.verified(v.node, false, now);
             self.actions(actions, now);
+        }
+        let failed: Vec<NodeId> = self
+            .confirm
+            .values()
+            .filter(|c| c.deadline <= now)
+            .map(|c| c.node)
+            .collect();
+        for node in failed {
+            self.confirm.remove(&node);
+            self.confirmed(node, now);
         }
         let actions = self.election.tick(now);
         self.actions(actions, now);
@@ -455,6 +470,7 @@ impl Core {
                 "this node stalled; the coordinator gets a fresh silence window"
             );
             self.verify = None;
+            self.confirm.clear();
             if let Some(c) = self.election.claim() {
                 let actions = self.election.claim_received(c, now);
                 self.actions(actions, now);
@@ -516,6 +532,8 @@ impl Core {
                     let actions = self.election.verified(v.node, true, now);
                     self.actions(actions, now);
                 }
+                // A suspect that answers is left to refute the suspicion itself.
+                self.confirm.retain(|_, c| c.nonce != nonce);
             }
             Control::ProbeFor { nonce, target } => {
                 if target != self.me.id {
@@ -541,8 +559,9 @@ impl Core {
         });
     }
 
-    /// Acts on foca's effects and refreshes the member table from foca's.
-    fn after_foca(&mut self, now: u64) {
+    /// Acts on foca's effects and refreshes the member table from foca's; `cause` tells whether
+    /// the input was a peer's packet (a suspicion in it is one this node did not raise).
+    fn after_foca(&mut self, now: u64, cause: Cause) {
         self.drain_outbox(now);
         let mut seen: BTreeMap<NodeId, (Ident, MemberState)> = BTreeMap::new();
         for m in self.foca.iter_membership_state() {
@@ -573,6 +592,9 @@ impl Core {
         self.dirty = true;
         for ((ident, state), was_absent) in changes {
             debug!(member = %ident.id.short(), addr = %ident.addr, ?state, "membership change");
+            if state == MemberState::Suspect && cause == Cause::Heard {
+                self.start_confirm(ident.id, now);
+            }
             if state == MemberState::Alive && was_absent {
                 // A newcomer learns this node's advert at once (gossip items may be spent).
                 let item = Item::Advert(VersionedAdvert {
@@ -662,15 +684,45 @@ impl Core {
         }
     }
 
-    /// Probes `node` directly and through up to `indirect_probes` other live members.
+    /// Verifies the coordinator (see [`Core::check`]).
     fn start_verify(&mut self, node: NodeId, now: u64) {
         self.counters.verifications += 1;
+        self.verify = Some(self.check(node, now));
+    }
+
+    /// Checks a member another node suspects (Lifeguard's independent confirmation): if it
+    /// does not answer this node either, directly or through others, within `verify_timeout`,
+    /// it is declared down at once instead of after the suspecter's `suspect_to_down`. A
+    /// suspect that answers has the rest of that window to refute the suspicion.
+    fn start_confirm(&mut self, node: NodeId, now: u64) {
+        if !self.confirm.contains_key(&node) {
+            let check = self.check(node, now);
+            self.confirm.insert(node, check);
+        }
+    }
+
+    /// A confirmation failed: `node`, if still suspect, goes down (and the news spreads).
+    fn confirmed(&mut self, node: NodeId, now: u64) {
+        let down = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().id == node && m.state() == foca::State::Suspect)
+            .map(|m| foca::Member::new(*m.id(), m.incarnation(), foca::State::Down));
+        let Some(down) = down else { return };
+        info!(member = %node.short(), "suspect unreachable from here too: down");
+        if let Err(e) = self
+            .foca
+            .apply_many(std::iter::once(down), true, &mut self.outbox)
+        {
+            debug!("cannot declare the suspect down: {e}");
+        }
+        self.after_foca(now, Cause::Own);
+    }
+
+    /// Probes `node` directly and through up to `indirect_probes` other live members; the
+    /// check succeeds when an `Ack` with its nonce comes back before its deadline.
+    fn check(&mut self, node: NodeId, now: u64) -> Check {
         let nonce = self.rng.random();
-        self.verify = Some(Verify {
-            node,
-            nonce,
-            deadline: now + ms(self.settings.verify_timeout),
-        });
         self.send(node, &Control::Probe { nonce, relay: None });
         let mut helpers: Vec<NodeId> = self
             .members
@@ -689,7 +741,19 @@ impl Core {
                 },
             );
         }
+        Check {
+            node,
+            nonce,
+            deadline: now + ms(self.settings.verify_timeout),
+        }
     }
+}
+
+/// What fed foca: a peer's packet, or this node's own doing (timers, suggestions, renewals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Heard,
+    Own,
 }
 
 fn ms(d: Duration) -> u64 {
