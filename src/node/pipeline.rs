@@ -283,7 +283,10 @@ impl Pipeline {
                     }
                 }
             }
-            _ => None,
+            _ => {
+                drop(source);
+                None
+            }
         };
         let compiled = match (remote, prepared) {
             (Some(remote), Some(input)) => {
