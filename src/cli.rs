@@ -268,11 +268,24 @@ fn explain(config: &Config, json: bool, command: &[OsString]) -> anyhow::Result<
             e.compile = true;
             e.cacheable = true;
             e.outputs = job.outputs.iter().map(|o| o.path.clone()).collect();
-            match &job.distributable {
-                Ok(()) => e.distributable = true,
-                Err(why) => {
+            let family = wrapper::family_of(&found, name);
+            let remote_args = crate::remote::remote_args(&job);
+            let cwd_str = cwd.to_string_lossy();
+            match (
+                &job.distributable,
+                crate::remote::distribution(&job, family, &cwd_str, &remote_args),
+            ) {
+                (_, Ok(_)) => e.distributable = true,
+                (Err(why), _) => {
                     e.reason_code = Some(why.reason());
                     e.reason = Some(why.to_string());
+                }
+                (Ok(()), Err(why)) => {
+                    e.reason_code = Some(why);
+                    e.reason = Some(format!(
+                        "kept local: {} (see `not_distributable` in docs/operations.md)",
+                        why.replace('_', " ")
+                    ));
                 }
             }
         }

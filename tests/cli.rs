@@ -219,6 +219,27 @@ fn explain_json() {
     );
     assert_eq!(v["outputs"], serde_json::json!(["n.o"]), "{v}");
 
+    // What the daemon keeps local is explained the same way.
+    for (cmd, want) in [
+        (
+            &["clang", "-g", "-c", "a.c"][..],
+            Some("clang_debug_dwarf5"),
+        ),
+        (&["clang", "-gdwarf-4", "-c", "a.c"], None),
+        (
+            &["clang", "-frecord-command-line", "-c", "a.c"],
+            Some("clang_records_command_line"),
+        ),
+        (&["gcc", "-O2", "-Iinc", "-DX=1", "-c", "a.c"], None),
+    ] {
+        let v = explain(&h, cmd);
+        assert_eq!(
+            verdict(&v),
+            (true, true, want.is_none(), want),
+            "{cmd:?}: {v}"
+        );
+    }
+
     // Explaining runs nothing and starts nothing.
     assert!(!h.work.join("a.o").exists() && !h.work.join("n.o").exists());
     assert!(h.daemon_pid().is_none(), "explain started a daemon");

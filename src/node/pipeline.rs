@@ -22,8 +22,8 @@ use crate::mesh::proto::InputForm;
 use crate::node::ipc::{CompileRequest, Reply};
 use crate::node::stats::{Event, Stats};
 use crate::remote::client::{Client, Outcome, RemoteJob};
-use crate::remote::worker::{preprocessed_language, FORWARDED_ENV};
-use crate::remote::{allow, clang};
+use crate::remote::worker::FORWARDED_ENV;
+use crate::remote::{self, clang};
 
 /// Identifies one job in logs; unique within a daemon's life, and random across restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,12 +99,9 @@ impl Pipeline {
 
     async fn compile_job(&self, req: CompileRequest, job_id: JobId, span: &tracing::Span) -> Reply {
         let cwd = PathBuf::from(&req.cwd);
-        let family = CompilerFamily::from_name(
-            &Path::new(&req.compiler)
-                .canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| req.compiler_name.clone()),
+        let family = crate::wrapper::family_of(
+            Path::new(&req.compiler),
+            std::ffi::OsStr::new(&req.compiler_name),
         );
         let env_get = |k: &str| {
             req.env
@@ -179,61 +176,22 @@ impl Pipeline {
             }
         };
 
-        let mut remote_args = job.remote_args.clone();
-        if !job.records_command_line {
-            remote_args.push(color::FORCE_COLOR_FLAG.to_string());
-        }
-        // clang jobs go as -frewrite-includes text under the input's own name (remote::clang);
-        // with debug information only so, else they stay here.
-        let rewrite =
-            match (family == CompilerFamily::Clang).then(|| clang::rewrite(&job, &req.cwd)) {
-                Some(Err(_)) if !job.key_includes_cwd => None,
-                r => r,
-            };
-        // Whether a miss may compile on a worker; why not, counted, when it may not.
-        let remote = match (self.remote.get(), &job.distributable, &rewrite) {
-            (None, _, _) => None,
-            (Some(_), Err(why), _) => {
-                self.stats.count(Event::NotDistributable(why.reason()));
-                None
-            }
-            // The recorded command line would be the worker's.
-            (Some(_), Ok(()), _) if family == CompilerFamily::Clang && job.records_command_line => {
-                self.stats
-                    .count(Event::NotDistributable("clang_records_command_line"));
-                None
-            }
-            (Some(_), Ok(()), Some(Err(why))) => {
+        let remote_args = remote::remote_args(&job);
+        // Whether a miss may compile on a worker (and how clang's text is made); why not,
+        // counted, when it may not.
+        let (remote, rewrite) = match self.remote.get().map(|r| {
+            (
+                r,
+                remote::distribution(&job, family, &req.cwd, &remote_args),
+            )
+        }) {
+            None => (None, None),
+            Some((r, Ok(rewrite))) => (Some(r.clone()), rewrite),
+            Some((_, Err(why))) => {
                 self.stats.count(Event::NotDistributable(why));
-                None
+                (None, None)
             }
-            // The dependency file of an already preprocessed input comes only from its compile.
-            (Some(_), Ok(()), _)
-                if !job.language.needs_preprocessing() && !job.dependency_args.is_empty() =>
-            {
-                self.stats.count(Event::NotDistributable(
-                    "dependency_file_of_preprocessed_input",
-                ));
-                None
-            }
-            (Some(_), Ok(()), _) if preprocessed_language(job.language).is_none() => {
-                self.stats
-                    .count(Event::NotDistributable("local_only_language"));
-                None
-            }
-            (Some(remote), Ok(()), r) => match allow::check(&remote_args).and_then(|()| match r {
-                Some(Ok(r)) => allow::check(&r.extra_args),
-                _ => Ok(()),
-            }) {
-                Ok(()) => Some(remote.clone()),
-                Err(refusal) => {
-                    debug!("not distributable: {refusal}");
-                    self.stats.count(Event::NotDistributable("refused_option"));
-                    None
-                }
-            },
         };
-        let rewrite = rewrite.and_then(Result::ok);
         let input_path = cwd.join(&job.input);
         let input_before = input_stamp(&input_path);
         // A job that may compile elsewhere gets its dependency file from the preprocessor.
@@ -325,7 +283,10 @@ impl Pipeline {
                     }
                 }
             }
-            _ => None,
+            _ => {
+                drop(source);
+                None
+            }
         };
         let compiled = match (remote, prepared) {
             (Some(remote), Some(input)) => {

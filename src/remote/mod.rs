@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
-use crate::compiler::args::CompilerFamily;
+use crate::compiler::args::{CompileJob, CompilerFamily};
 use crate::compiler::toolchain::Toolchains;
 use crate::mesh::transport::{Mesh, Served};
 use crate::mesh::view::ViewHandles;
@@ -25,6 +25,60 @@ use client::Client;
 use coordinator::Coordinator;
 use dispatch::{FallbackPolicy, Policy, RetryLimit};
 use worker::{CompilerExecutor, Executor, Worker, WorkerSettings};
+
+/// The options a worker is sent for `job`: its remote options, with colour forced (stripped on
+/// replay as wanted) unless the compiler records its command line.
+pub fn remote_args(job: &CompileJob) -> Vec<String> {
+    let mut args = job.remote_args.clone();
+    if !job.records_command_line {
+        args.push(crate::compiler::color::FORCE_COLOR_FLAG.to_string());
+    }
+    args
+}
+
+/// Whether a cacheable compile may go to a worker (pure), given the options it would be sent
+/// with (`remote_args`): `Ok` with how clang's text is made (`Some`: rewritten includes), else
+/// why not, as a statistics key.
+pub fn distribution(
+    job: &CompileJob,
+    family: CompilerFamily,
+    cwd: &str,
+    remote_args: &[String],
+) -> Result<Option<clang::Rewrite>, &'static str> {
+    if let Err(why) = &job.distributable {
+        return Err(why.reason());
+    }
+    let rewrite = if family == CompilerFamily::Clang {
+        // The recorded command line would be the worker's.
+        if job.records_command_line {
+            return Err("clang_records_command_line");
+        }
+        // With debug information only rewritten includes are faithful; without, the fully
+        // preprocessed text does when they cannot be sent.
+        match clang::rewrite(job, cwd) {
+            Ok(r) => Some(r),
+            Err(why) if job.key_includes_cwd => return Err(why),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    // The dependency file of an already preprocessed input comes only from its compile.
+    if !job.language.needs_preprocessing() && !job.dependency_args.is_empty() {
+        return Err("dependency_file_of_preprocessed_input");
+    }
+    if worker::preprocessed_language(job.language).is_none() {
+        return Err("local_only_language");
+    }
+    let extra: &[String] = rewrite.as_ref().map_or(&[], |r| &r.extra_args);
+    match allow::check(remote_args).and_then(|()| allow::check(extra)) {
+        Ok(()) => Ok(rewrite),
+        Err(refusal) => {
+            debug!("not distributable: {refusal}");
+            Err("refused_option")
+        }
+    }
+}
 
 /// The node's distributed-compilation settings, from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -179,17 +179,23 @@ fn try_daemon(config: &Config, inv: &Invocation, compiler: &Path, cwd: &Path) ->
     }
 }
 
-/// Classifies `args` for the compiler at `compiler` (invoked as `invoked`) against the file
-/// system under `cwd` and this process's environment.
-pub fn classify_here(args: &[String], cwd: &Path, compiler: &Path, invoked: &OsStr) -> Verdict {
-    let family_name = compiler
+/// The family of the compiler at `compiler` (invoked as `invoked`): by the name of the file it
+/// resolves to (`cc` → `gcc-12`), else by the invoked name.
+pub fn family_of(compiler: &Path, invoked: &OsStr) -> CompilerFamily {
+    let name = compiler
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| invoked.to_string_lossy().into_owned());
+    CompilerFamily::from_name(&name)
+}
+
+/// Classifies `args` for the compiler at `compiler` (invoked as `invoked`) against the file
+/// system under `cwd` and this process's environment.
+pub fn classify_here(args: &[String], cwd: &Path, compiler: &Path, invoked: &OsStr) -> Verdict {
     let path_kind = path_kind_in(cwd);
     let ctx = ArgContext {
-        family: CompilerFamily::from_name(&family_name),
+        family: family_of(compiler, invoked),
         path_kind: &path_kind,
         dependency_env_set: std::env::var_os("DEPENDENCIES_OUTPUT").is_some()
             || std::env::var_os("SUNPRO_DEPENDENCIES").is_some(),
