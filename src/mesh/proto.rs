@@ -21,7 +21,8 @@ use crate::compiler::toolchain::ToolchainId;
 use std::net::SocketAddr;
 
 /// Version of the mesh protocol, carried in [`Hello`]; nodes of other versions are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Bumped on every wire change (2: `JobHeader::form`, fixed-size ping nonces).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bulk payloads move in pieces of this size.
 pub const CHUNK: usize = 64 << 10;
