@@ -878,7 +878,7 @@ mod tests {
         e.claim_received(winner, 2_100);
         assert!(!e.is_coordinator());
         // Its relay of the winner was lost: a follower verifying it still sends the old claim.
-        let out = e.claim_received(claim(1, desk(3)), 3_100);
+        let out = e.claim_received(claim(1, desk(3)), 2_500);
         assert_eq!(out, vec![Action::Broadcast(winner)]);
         assert_eq!(e.claim(), Some(winner));
     }
