@@ -19,7 +19,8 @@
 //!   a better rank ([`Claim::beats`]). A coordinator that sees a winning claim steps down and
 //!   relays the winner to everyone; a node that receives a losing claim answers its claimant with
 //!   the winner, so a stale coordinator (woken from sleep, restarted, healed partition) learns it
-//!   in one round trip. Epochs therefore never go back.
+//!   in one round trip. A node that receives a losing claim naming itself (its followers still
+//!   probe it because its relay was lost) broadcasts the winner. Epochs therefore never go back.
 //! - **Fast path** (§3.3). The coordinator sends its claim as a lease every `lease_interval` to
 //!   the two best-ranked live members (its successors). A successor that hears nothing for
 //!   `silence` (+ `succession_step` for the second) asks the shell to [`Action::Verify`] the
