@@ -50,8 +50,9 @@
 //!   in this view (a healed partition's claim may arrive before the view catches up).
 //! - The "opted out" class is not modelled: a node that must never coordinate is simply not
 //!   given an election.
-//! - Pending grants are not carried in the handover message; the shell forwards them to the
-//!   successor named by [`Action::Coordinator`].
+//! - Pending grants are not carried in the handover, and nothing forwards them: the successor
+//!   allocates from the gossiped worker load, and the old coordinator's grants are redeemed at
+//!   workers (which admit only with a free slot) or expire (§3.5: they need no recovery).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -170,8 +171,8 @@ pub enum Action {
     },
     /// Probe this coordinator directly and through others; report with [`Election::verified`].
     Verify(NodeId),
-    /// This node no longer coordinates (it held the role at this epoch): stop allocating, hand
-    /// pending grants to the new coordinator, redirect clients.
+    /// This node no longer coordinates (it held the role at this epoch): stop allocating and
+    /// redirect clients to the new coordinator.
     StepDown {
         /// The epoch this node coordinated at.
         epoch: u64,
