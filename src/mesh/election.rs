@@ -20,7 +20,8 @@
 //!   relays the winner to everyone; a node that receives a losing claim answers its claimant with
 //!   the winner, so a stale coordinator (woken from sleep, restarted, healed partition) learns it
 //!   in one round trip. A node that receives a losing claim naming itself (its followers still
-//!   probe it because its relay was lost) broadcasts the winner. Epochs therefore never go back.
+//!   probe it because its relay was lost) broadcasts the winner, at most once per
+//!   `announce_interval`. Epochs therefore never go back.
 //! - **Fast path** (§3.3). The coordinator sends its claim as a lease every `lease_interval` to
 //!   the two best-ranked live members (its successors). A successor that hears nothing for
 //!   `silence` (+ `succession_step` for the second) asks the shell to [`Action::Verify`] the
@@ -196,6 +197,7 @@ pub struct Election {
     verify_since: Option<u64>,
     next_lease: u64,
     next_announce: u64,
+    next_correction: u64,
     reported: Option<Claim>,
     left: bool,
 }
@@ -216,6 +218,7 @@ impl Election {
             verify_since: None,
             next_lease: now,
             next_announce: now,
+            next_correction: now,
             reported: None,
             left: false,
         }
@@ -300,10 +303,12 @@ impl Election {
                         to: claim.node(),
                         claim: current,
                     });
-                } else {
+                } else if now >= self.next_correction {
                     // Someone still follows me under a claim I lost (my relay of the winner was
-                    // lost): a follower verifying me, or a relay. I cannot tell who, so all learn.
+                    // lost): a follower verifying me, or gossip. I cannot tell who, so all learn,
+                    // at most once per announce interval (gossip may bring many copies).
                     out.push(Action::Broadcast(current));
+                    self.next_correction = now.saturating_add(self.config.announce_interval);
                 }
             }
             _ => self.adopt(claim, now, &mut out),
@@ -883,6 +888,10 @@ mod tests {
         let out = e.claim_received(claim(1, desk(3)), 2_500);
         assert_eq!(out, vec![Action::Broadcast(winner)]);
         assert_eq!(e.claim(), Some(winner));
+        // More copies within an announce interval are not answered again; later ones are.
+        assert!(broadcasts(&e.claim_received(claim(1, desk(3)), 3_499)).is_empty());
+        let out = e.claim_received(claim(1, desk(3)), 3_500);
+        assert_eq!(broadcasts(&out), vec![winner]);
     }
 
     #[test]
