@@ -19,7 +19,9 @@
 //!   a better rank ([`Claim::beats`]). A coordinator that sees a winning claim steps down and
 //!   relays the winner to everyone; a node that receives a losing claim answers its claimant with
 //!   the winner, so a stale coordinator (woken from sleep, restarted, healed partition) learns it
-//!   in one round trip. Epochs therefore never go back.
+//!   in one round trip. A node that receives a losing claim naming itself (its followers still
+//!   probe it because its relay was lost) broadcasts the winner, at most once per
+//!   `announce_interval`. Epochs therefore never go back.
 //! - **Fast path** (§3.3). The coordinator sends its claim as a lease every `lease_interval` to
 //!   the two best-ranked live members (its successors). A successor that hears nothing for
 //!   `silence` (+ `succession_step` for the second) asks the shell to [`Action::Verify`] the
@@ -49,8 +51,9 @@
 //!   in this view (a healed partition's claim may arrive before the view catches up).
 //! - The "opted out" class is not modelled: a node that must never coordinate is simply not
 //!   given an election.
-//! - Pending grants are not carried in the handover message; the shell forwards them to the
-//!   successor named by [`Action::Coordinator`].
+//! - Pending grants are not carried in the handover, and nothing forwards them: the successor
+//!   allocates from the gossiped worker load, and the old coordinator's grants are redeemed at
+//!   workers (which admit only with a free slot) or expire (§3.5: they need no recovery).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -169,8 +172,8 @@ pub enum Action {
     },
     /// Probe this coordinator directly and through others; report with [`Election::verified`].
     Verify(NodeId),
-    /// This node no longer coordinates (it held the role at this epoch): stop allocating, hand
-    /// pending grants to the new coordinator, redirect clients.
+    /// This node no longer coordinates (it held the role at this epoch): stop allocating and
+    /// redirect clients to the new coordinator.
     StepDown {
         /// The epoch this node coordinated at.
         epoch: u64,
@@ -194,6 +197,7 @@ pub struct Election {
     verify_since: Option<u64>,
     next_lease: u64,
     next_announce: u64,
+    next_correction: u64,
     reported: Option<Claim>,
     left: bool,
 }
@@ -214,6 +218,7 @@ impl Election {
             verify_since: None,
             next_lease: now,
             next_announce: now,
+            next_correction: now,
             reported: None,
             left: false,
         }
@@ -298,6 +303,12 @@ impl Election {
                         to: claim.node(),
                         claim: current,
                     });
+                } else if now >= self.next_correction {
+                    // Someone still follows me under a claim I lost (my relay of the winner was
+                    // lost): a follower verifying me, or gossip. I cannot tell who, so all learn,
+                    // at most once per announce interval (gossip may bring many copies).
+                    out.push(Action::Broadcast(current));
+                    self.next_correction = now.saturating_add(self.config.announce_interval);
                 }
             }
             _ => self.adopt(claim, now, &mut out),
@@ -866,6 +877,24 @@ mod tests {
     }
 
     #[test]
+    fn former_coordinator_corrects_followers_that_still_probe_it() {
+        let mut e = Election::new(desk(3), C, 0);
+        e.member(desk(4), MemberState::Alive, 0);
+        e.tick(2_000);
+        let winner = claim(1, desk(1));
+        e.claim_received(winner, 2_100);
+        assert!(!e.is_coordinator());
+        // Its relay of the winner was lost: a follower verifying it still sends the old claim.
+        let out = e.claim_received(claim(1, desk(3)), 2_500);
+        assert_eq!(out, vec![Action::Broadcast(winner)]);
+        assert_eq!(e.claim(), Some(winner));
+        // More copies within an announce interval are not answered again; later ones are.
+        assert!(broadcasts(&e.claim_received(claim(1, desk(3)), 3_499)).is_empty());
+        let out = e.claim_received(claim(1, desk(3)), 3_500);
+        assert_eq!(broadcasts(&out), vec![winner]);
+    }
+
+    #[test]
     fn graceful_leave_hands_over_in_one_message() {
         let mut c = Election::new(desk(1), C, 0);
         c.member(desk(2), MemberState::Alive, 0);
@@ -1300,30 +1329,96 @@ mod sim {
         )
     }
 
+    /// Any history, then every view made true and healed: one coordinator, known to all.
+    fn stable_views_agree(classes: &[NodeClass], seed: u64, drop: u64, ops: &[Op]) {
+        let mut sim = Sim::new(classes, seed, drop);
+        for op in ops {
+            sim.apply(op);
+        }
+        sim.stabilize(true);
+        sim.agreed();
+    }
+
+    /// Any history, then the partition made lasting: one coordinator on each side; healed, one.
+    fn each_side_agrees(classes: &[NodeClass], seed: u64, drop: u64, ops: &[Op]) {
+        let mut sim = Sim::new(classes, seed, drop);
+        for op in ops {
+            sim.apply(op);
+        }
+        sim.stabilize(false);
+        sim.agreed();
+        // And once healed, exactly one survives.
+        sim.stabilize(true);
+        sim.agreed();
+    }
+
+    /// Any history and a settled coordinator `c`, then anything that leaves it alive and
+    /// reachable: it is never challenged. Precisely, after every step:
+    ///
+    /// - its node still coordinates;
+    /// - no node holds a claim that beats `c` (nobody claimed over it);
+    /// - a node that has held `c` since it last started still follows `c`.
+    ///
+    /// Why "since it last started" and not "once it reached `c`'s epoch": a restarted node knows
+    /// no claim, so the first one it hears is adopted, and that may be a stale claim of the same
+    /// epoch from an old partition (delayed gossip, replayed here). It cannot tell that claim
+    /// from a fresh one; the incumbent's next announcement corrects it (`c` beats it), and it
+    /// never claims over `c` meanwhile (the second point).
+    fn incumbent_stays(classes: &[NodeClass], seed: u64, drop: u64, ops: &[Op], later: &[Op]) {
+        let mut sim = Sim::new(classes, seed, drop);
+        for op in ops {
+            sim.apply(op);
+        }
+        sim.stabilize(true);
+        let Some(&c) = sim.agreed().first() else {
+            return;
+        };
+        let k = sim.index(c.node()).expect("known");
+        let mut held = vec![false; sim.n];
+        sim.replay_cap = Some(c);
+        for op in later {
+            let harmful = match *op {
+                Op::Crash(j) | Op::Leave(j) => j % sim.n == k,
+                Op::View(_, s, st) => s % sim.n == k && st == MemberState::Down,
+                Op::Partition(_) => true,
+                _ => false,
+            };
+            if harmful {
+                continue;
+            }
+            if let Op::Restart(j, _) | Op::Crash(j) | Op::Leave(j) = *op {
+                held[j % sim.n] = false;
+            }
+            sim.apply(op);
+            assert!(sim.nodes[k].as_ref().is_some_and(|e| e.is_coordinator()));
+            for (i, e) in sim.nodes.iter().enumerate() {
+                let Some(e) = e else { continue };
+                let claim = e.claim();
+                assert!(
+                    claim.is_none_or(|x| !x.beats(&c)),
+                    "node {i} claims over the incumbent"
+                );
+                held[i] |= claim == Some(c);
+                if held[i] {
+                    assert_eq!(e.coordinator(), Some(c), "node {i} switched");
+                }
+            }
+        }
+        sim.stabilize(true);
+        assert_eq!(sim.agreed(), vec![c]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(cases()))]
 
         #[test]
         fn stable_views_agree_on_one_coordinator((classes, seed, drop, ops) in setup()) {
-            let mut sim = Sim::new(&classes, seed, drop);
-            for op in &ops {
-                sim.apply(op);
-            }
-            sim.stabilize(true);
-            sim.agreed();
+            stable_views_agree(&classes, seed, drop, &ops);
         }
 
         #[test]
         fn each_side_of_a_lasting_partition_agrees((classes, seed, drop, ops) in setup()) {
-            let mut sim = Sim::new(&classes, seed, drop);
-            for op in &ops {
-                sim.apply(op);
-            }
-            sim.stabilize(false);
-            sim.agreed();
-            // And once healed, exactly one survives.
-            sim.stabilize(true);
-            sim.agreed();
+            each_side_agrees(&classes, seed, drop, &ops);
         }
 
         #[test]
@@ -1331,41 +1426,157 @@ mod sim {
             (classes, seed, drop, ops) in setup(),
             later in prop::collection::vec(op(), 0..60),
         ) {
-            let mut sim = Sim::new(&classes, seed, drop);
-            for op in &ops {
-                sim.apply(op);
-            }
-            sim.stabilize(true);
-            let Some(&c) = sim.agreed().first() else { return Ok(()) };
-            let k = sim.index(c.node()).expect("known");
-            let followers: Vec<usize> = (0..sim.n).filter(|&i| sim.up(i)).collect();
-            sim.replay_cap = Some(c);
-            for op in &later {
-                let harmful = match *op {
-                    Op::Crash(j) | Op::Leave(j) => j % sim.n == k,
-                    Op::View(_, s, st) => s % sim.n == k && st == MemberState::Down,
-                    Op::Partition(_) => true,
-                    _ => false,
-                };
-                if harmful {
-                    continue;
-                }
-                let restarted = matches!(*op, Op::Restart(j, _) if !sim.up(j % sim.n));
-                sim.apply(op);
-                if restarted {
-                    continue;
-                }
-                prop_assert!(sim.nodes[k].as_ref().is_some_and(|e| e.is_coordinator()));
-                for &i in &followers {
-                    if let Some(e) = &sim.nodes[i] {
-                        if sim.epochs[i] >= c.epoch {
-                            prop_assert_eq!(e.coordinator(), Some(c), "node {} switched", i);
-                        }
-                    }
-                }
-            }
-            sim.stabilize(true);
-            prop_assert_eq!(sim.agreed(), vec![c]);
+            incumbent_stays(&classes, seed, drop, &ops, &later);
         }
+    }
+
+    // Regression cases: shrunk failures of the properties above (issue 5), replayed as they were.
+
+    /// Node 2 (8 % 6) restarts and first hears a replayed claim of the incumbent's epoch from the
+    /// old partition: it follows that claim until the incumbent's next announcement, and never
+    /// claims over the incumbent. It used to fail "node 2 switched" (seed 9).
+    #[test]
+    fn restarted_node_fed_a_stale_claim() {
+        use MemberState::*;
+        use NodeClass::*;
+        use Op::*;
+        incumbent_stays(
+            &[Desktop, Server, Server, Server, Server, Server],
+            16800409572839295200,
+            0,
+            &[
+                Tick(293),
+                Tick(87),
+                Crash(8),
+                Tick(266),
+                Crash(7),
+                Tick(582),
+                Tick(504),
+                Leave(9),
+                Partition(5484),
+                Leave(0),
+                Tick(182),
+                Tick(446),
+                View(10, 8, Suspect),
+                Tick(569),
+                View(5, 1, Suspect),
+                Restart(8, Server),
+                Tick(421),
+                Tick(507),
+                Tick(170),
+                Tick(30),
+                View(0, 0, Alive),
+                Tick(450),
+            ],
+            &[
+                Tick(400),
+                Tick(300),
+                Crash(8),
+                Tick(450),
+                Tick(350),
+                Tick(300),
+                View(10, 2, Suspect),
+                Tick(200),
+                Tick(150),
+                Tick(400),
+                Restart(8, Server),
+                Replay(1714409964306983293, 8),
+            ],
+        );
+    }
+
+    /// Node 3 restarts, then leaves and restarts again, and is fed a stale claim of the
+    /// incumbent's epoch (seed 14, the same case as above after a graceful leave).
+    #[test]
+    fn node_back_from_leave_fed_a_stale_claim() {
+        use NodeClass::*;
+        use Op::*;
+        incumbent_stays(
+            &[
+                Desktop, Desktop, Laptop, Server, Desktop, Server, Desktop, Desktop,
+            ],
+            5894321499255077727,
+            0,
+            &[
+                Tick(486),
+                Tick(548),
+                Tick(369),
+                Tick(542),
+                Partition(58194),
+                Leave(3),
+                Tick(555),
+                Partition(0),
+                Tick(433),
+                Tick(367),
+                Partition(1458),
+                Tick(440),
+                Tick(377),
+                Tick(1),
+                Tick(382),
+                Tick(400),
+                Partition(7884),
+                Tick(260),
+                Tick(240),
+                Tick(121),
+                Tick(79),
+                Tick(135),
+                Tick(116),
+                Tick(492),
+                Tick(107),
+                Tick(250),
+                Restart(3, Server),
+            ],
+            &[
+                Tick(9),
+                Tick(410),
+                Tick(172),
+                Leave(11),
+                Tick(209),
+                Tick(500),
+                Tick(273),
+                Tick(227),
+                Restart(11, Server),
+                Replay(225176032200805709, 3),
+            ],
+        );
+    }
+
+    /// Partitioned, coordinator 3 (a restarted laptop) learns the other side's winning claim
+    /// and steps down, but its relay is lost (27 % loss): its followers kept verifying it, it
+    /// ignored their probes (the claim named itself), and the side never agreed again. Now it
+    /// broadcasts the winner (seed 14, "node 3 disagrees").
+    #[test]
+    fn partition_after_restarts_with_loss() {
+        use MemberState::*;
+        use NodeClass::*;
+        use Op::*;
+        each_side_agrees(
+            &[Server, Server, Server, Server],
+            6844829595955138912,
+            27,
+            &[
+                Crash(3),
+                Leave(4),
+                Restart(11, Laptop),
+                Tick(89),
+                View(3, 2, Suspect),
+                Tick(448),
+                View(3, 5, Suspect),
+                Restart(0, Server),
+                Tick(106),
+                Tick(503),
+                Partition(34625),
+                Tick(411),
+                Crash(9),
+                Tick(93),
+                Restart(9, Server),
+                Tick(511),
+                Tick(555),
+                Tick(184),
+                View(4, 1, Alive),
+                Tick(137),
+                Replay(3406139085183134182, 11),
+            ],
+        );
     }
 }
