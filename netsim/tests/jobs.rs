@@ -298,7 +298,8 @@ fn five_percent_loss() {
 }
 
 /// A laptop worker sleeps for 10 s mid-build and wakes: its jobs run again elsewhere, the
-/// build completes without a fallback, no epoch goes back.
+/// build completes without a fallback, no epoch goes back, and the coordinator is the one from
+/// before (no flapping: cut off, the laptop claimed nothing).
 #[test]
 fn laptop_worker_sleeps_mid_build() {
     seeds::run("laptop_worker_sleeps_mid_build", SEEDS, |seed| async move {
@@ -311,6 +312,7 @@ fn laptop_worker_sleeps_mid_build() {
         let laptop = sim.add_node_with(Sim::ip_for(3), NodeClass::Laptop, SLOTS);
         ws.push(laptop);
         converged(&sim, client, &ws).await;
+        let before = sim.one_coordinator(&sim.live());
         let build = sim.build(client, 40, 6);
         until(&sim, &mut epochs, "the laptop runs a job", |s| {
             s.busy_slots(laptop) >= 1
@@ -325,6 +327,11 @@ fn laptop_worker_sleeps_mid_build() {
         .await;
         sim.net().wake(host).unwrap_or_else(|e| panic!("{e}"));
         finish(&sim, &build, &mut epochs).await;
+        assert_eq!(
+            sim.one_coordinator(&sim.live()),
+            before,
+            "the incumbent stays: the laptop cut off claims nothing"
+        );
         sim.shutdown().await;
     });
 }

@@ -14,7 +14,13 @@
 //!   replaced either, so a stalled (SIGSTOP'd) coordinator does not cause flapping.
 //! - **R2, succession.** When the claimed node is Down (or there is no claim), the best-ranked
 //!   Alive member claims `epoch + 1` at once; the member at position `k` of the succession order
-//!   waits `k × succession_step` first and claims only if the vacancy persists.
+//!   waits `k × succession_step` first and claims only if the vacancy persists. **A node alone
+//!   claims nothing**: one that knows other members but sees none of them Alive (its network
+//!   gone, a laptop on the move, a one-node side of a partition) has nobody to coordinate, and a
+//!   claim made there would win over the mesh's incumbent on its return (a higher epoch). Its own
+//!   client allocates from its own view meanwhile; when company returns it waits `startup_wait`
+//!   before the vacancy counts, like a newcomer. A node that has never met another member (a
+//!   mesh of one) does claim.
 //! - **R3, conflict.** A claim replaces the current one only if its epoch is higher, or equal with
 //!   a better rank ([`Claim::beats`]). A coordinator that sees a winning claim steps down and
 //!   relays the winner to everyone; a node that receives a losing claim answers its claimant with
@@ -391,7 +397,15 @@ impl Election {
             .count()
     }
 
+    /// True when other members are known but none of them is Alive (see R2).
+    pub fn alone(&self) -> bool {
+        !self.members.is_empty() && !self.members.values().any(|(_, s)| *s == MemberState::Alive)
+    }
+
     fn claim_due(&self) -> Option<u64> {
+        if self.alone() {
+            return None;
+        }
         let since = self.vacant_since?;
         let base = match self.claim {
             None => since.max(self.started.saturating_add(self.config.startup_wait)),
@@ -490,6 +504,11 @@ impl Election {
         let live = self.claim.is_some_and(|c| self.is_live(c.node()));
         if live {
             self.vacant_since = None;
+        } else if self.alone() {
+            // Alone, the vacancy is nobody's to fill yet. Its clock starts `startup_wait` after
+            // company returns, as for a newcomer: time to hear the incumbent's claim and see its
+            // node Alive again, so that the node cut off longest does not claim first.
+            self.vacant_since = Some(now.saturating_add(self.config.startup_wait));
         } else if self.vacant_since.is_none() {
             self.vacant_since = Some(now);
         }
@@ -593,6 +612,27 @@ mod tests {
         assert!(out.contains(&Action::Coordinator(Some(mine))));
         assert!(e.is_coordinator());
         assert_eq!(e.epoch(), 1);
+    }
+
+    #[test]
+    fn a_node_cut_off_claims_nothing_and_takes_no_role_on_return() {
+        // A laptop (worst rank) follows desk 1; its network goes: everyone Down in its view.
+        let me = rank(9, NodeClass::Laptop, 9);
+        let mut e = follower(me, &[desk(1), desk(2)], claim(1, desk(1)));
+        e.member(desk(1), MemberState::Down, 1_000);
+        e.member(desk(2), MemberState::Down, 1_000);
+        assert!(e.alone());
+        for t in (1_000..60_000).step_by(250) {
+            assert!(broadcasts(&e.tick(t)).is_empty(), "claimed alone at {t}");
+        }
+        assert_eq!(e.claim(), Some(claim(1, desk(1))));
+        assert!(!e.is_coordinator());
+        // Back: desk 2 is Alive again, ranks better and takes over; the laptop follows.
+        e.member(desk(2), MemberState::Alive, 60_000);
+        assert!(broadcasts(&e.tick(60_000)).is_empty());
+        let out = e.claim_received(claim(2, desk(2)), 60_100);
+        assert!(broadcasts(&out).is_empty());
+        assert_eq!(e.coordinator(), Some(claim(2, desk(2))));
     }
 
     #[test]
@@ -806,7 +846,7 @@ mod tests {
     #[test]
     fn suspect_better_member_does_not_block_succession() {
         let coord = desk(1);
-        let mut e = follower(desk(3), &[coord, desk(2)], claim(2, coord));
+        let mut e = follower(desk(3), &[coord, desk(2), desk(4)], claim(2, coord));
         e.member(desk(2), MemberState::Suspect, 4_000);
         let out = e.member(coord, MemberState::Down, 5_000);
         assert_eq!(broadcasts(&out), vec![claim(3, desk(3))]);
@@ -959,6 +999,7 @@ mod tests {
     fn fresh_claim_is_evidence_of_life_for_one_silence() {
         let other = desk(1);
         let mut e = Election::new(desk(2), C, 0);
+        e.member(desk(3), MemberState::Alive, 0);
         e.member(other, MemberState::Down, 0);
         e.claim_received(claim(3, other), 100);
         assert!(!e.is_coordinator());
@@ -983,7 +1024,7 @@ mod tests {
 
     #[test]
     fn epoch_saturates_instead_of_overflowing() {
-        let mut e = follower(desk(2), &[desk(1)], claim(u64::MAX, desk(1)));
+        let mut e = follower(desk(2), &[desk(1), desk(3)], claim(u64::MAX, desk(1)));
         let out = e.member(desk(1), MemberState::Down, 5_000);
         assert_eq!(broadcasts(&out), vec![claim(u64::MAX, desk(2))]);
         assert_eq!(e.epoch(), u64::MAX);
@@ -1294,6 +1335,15 @@ mod sim {
                 let Some(&first) = members.first() else {
                     continue;
                 };
+                // A node alone claims nothing (R2): a component of one that has met others
+                // may follow no live coordinator.
+                if members.len() == 1
+                    && self.nodes[first]
+                        .as_ref()
+                        .is_some_and(|e| e.alone() && !e.is_coordinator())
+                {
+                    continue;
+                }
                 let view = |i: usize| self.nodes[i].as_ref().and_then(|e| e.coordinator());
                 let c = view(first).expect("a coordinator");
                 for &i in &members {

@@ -48,7 +48,7 @@ pub struct Start {
 }
 
 /// How often this node checks which address it is reached at (renumbering).
-const ADDR_CHECK: Duration = Duration::from_secs(2);
+const ADDR_CHECK: Duration = Duration::from_millis(500);
 
 enum Command {
     Leave(oneshot::Sender<()>),
