@@ -16,8 +16,15 @@ use meshcc_netsim::harness::SEEDS_PER_NODE;
 use meshcc_netsim::{seeds, Sim};
 use tokio::time::Instant;
 
+/// A simulation running membership. Membership uses datagrams and one control stream per
+/// connection, so connections are set up for 8 concurrent streams instead of the daemon's
+/// 1024, which quinn allocates at once (at 200 nodes, tens of thousands of connections).
 fn sim(seed: u64) -> Sim {
-    Sim::with_membership(seed, TransportConfig::default(), Settings::default())
+    let transport = TransportConfig {
+        max_streams: 8,
+        ..TransportConfig::default()
+    };
+    Sim::with_membership(seed, transport, Settings::default())
 }
 
 /// Nodes from `MESHCC_SIM_NODES`, else `default`.
