@@ -783,6 +783,10 @@ mod tests {
 
     impl Sim {
         fn new(n: usize) -> Self {
+            Self::with(n, Settings::default())
+        }
+
+        fn with(n: usize, settings: Settings) -> Self {
             let nodes = (0..n)
                 .map(|i| {
                     let me = Ident {
@@ -795,7 +799,7 @@ mod tests {
                     };
                     let settings = Settings {
                         seed: i as u64,
-                        ..Settings::default()
+                        ..settings.clone()
                     };
                     Core::new(me, Advert::default(), settings, 0)
                 })
@@ -989,6 +993,31 @@ mod tests {
             );
         }
         assert!(sim.nodes[coord].counters().stalls >= 1);
+    }
+
+    /// Suspect→down far off, so only confirmations can bring a member down quickly.
+    fn patient() -> Settings {
+        Settings {
+            suspect_to_down: Duration::from_secs(30),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_crash_is_confirmed_by_every_node_long_before_suspect_to_down() {
+        let mut sim = Sim::with(6, patient());
+        sim.join_all_via(0);
+        sim.run(5_000);
+        sim.up[4] = false;
+        sim.run(3_000);
+        for (i, n) in sim.nodes.iter().enumerate().filter(|(i, _)| *i != 4) {
+            let s = n.snapshot();
+            assert_eq!(
+                s.member(&node_id(4)).unwrap().state,
+                MemberState::Down,
+                "node {i}"
+            );
+        }
     }
 
     #[test]
