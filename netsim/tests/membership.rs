@@ -5,7 +5,6 @@
 //! against tight bounds: the assertions are on outcomes, with generous virtual deadlines,
 //! except where the brief sets a target (coordinator failover p99 ≤ 2 s virtual).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use meshcc::mesh::election::MemberState;
@@ -35,31 +34,6 @@ fn nodes(default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// True when every node of `group` sees every other one of `group` alive.
-fn all_alive(sim: &Sim, group: &[usize]) -> bool {
-    let ids: BTreeSet<NodeId> = group.iter().map(|&i| sim.id(i)).collect();
-    group.iter().all(|&i| alive_among(sim, i, &ids))
-}
-
-/// True when node `i` sees every other node of `group` alive (cheaper than [`all_alive`],
-/// which a 200-node scenario cannot afford to poll every 10 ms).
-fn knows_all(sim: &Sim, i: usize, group: &[usize]) -> bool {
-    let ids: BTreeSet<NodeId> = group.iter().map(|&j| sim.id(j)).collect();
-    alive_among(sim, i, &ids)
-}
-
-/// True when node `i` sees all of `ids` but itself alive.
-fn alive_among(sim: &Sim, i: usize, ids: &BTreeSet<NodeId>) -> bool {
-    let others = ids.len() - usize::from(ids.contains(&sim.id(i)));
-    sim.with_view(i, |v| {
-        v.members
-            .iter()
-            .filter(|m| m.state == MemberState::Alive && ids.contains(&m.id))
-            .count()
-            == others
-    })
-}
-
 /// True when every node of `group` gives `id` a state that `ok` accepts (unknown: `None`).
 fn all_see(
     sim: &Sim,
@@ -70,25 +44,6 @@ fn all_see(
     group
         .iter()
         .all(|&i| ok(sim.with_view(i, |v| v.member(&id).map(|m| m.state))))
-}
-
-/// The coordinators the nodes of `group` follow (ids, with epochs).
-fn coordinators(sim: &Sim, group: &[usize]) -> BTreeSet<Option<(NodeId, u64)>> {
-    group
-        .iter()
-        .map(|&i| sim.coordinator(i).map(|c| (c.id, c.epoch)))
-        .collect()
-}
-
-/// Exactly one coordinator, agreed by all of `group`, and one of them.
-fn one_coordinator(sim: &Sim, group: &[usize]) -> Option<(NodeId, u64)> {
-    let c = coordinators(sim, group);
-    match c.iter().next() {
-        Some(Some((id, epoch))) if c.len() == 1 && group.iter().any(|&i| sim.id(i) == *id) => {
-            Some((*id, *epoch))
-        }
-        _ => None,
-    }
 }
 
 fn p99(mut v: Vec<Duration>) -> Duration {
@@ -118,7 +73,7 @@ fn one_join_one_crash_in_a_converged_mesh() {
             let all: Vec<usize> = (0..n).map(|_| sim.add_node()).collect();
             let t0 = Instant::now();
             sim.eventually("the mesh forms", Duration::from_secs(600), || {
-                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+                sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
             })
             .await;
             let formed = t0.elapsed();
@@ -139,14 +94,14 @@ fn one_join_one_crash_in_a_converged_mesh() {
                 sim.eventually(
                     "the newcomer knows every node",
                     Duration::from_secs(60),
-                    || knows_all(&sim, new, &live),
+                    || sim.knows_all(new, &live),
                 )
                 .await;
                 sim.eventually("one coordinator", Duration::from_secs(60), || {
-                    one_coordinator(&sim, &live).is_some()
+                    sim.one_coordinator(&live).is_some()
                 })
                 .await;
-                let (coord, _) = one_coordinator(&sim, &live).unwrap_or_else(|| unreachable!());
+                let (coord, _) = sim.one_coordinator(&live).unwrap_or_else(|| unreachable!());
                 // Not the coordinator (that is the election's scenario), nor the harness's seeds.
                 let candidates: Vec<usize> = live[SEEDS_PER_NODE..]
                     .iter()
@@ -199,16 +154,17 @@ fn coordinator_killed_one_new_coordinator() {
             sim.net().set_tracing(false);
             let all: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
             sim.eventually("one coordinator", Duration::from_secs(60), || {
-                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+                sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
             })
             .await;
-            let (old, epoch) = one_coordinator(&sim, &all).unwrap_or_else(|| unreachable!());
+            let (old, epoch) = sim.one_coordinator(&all).unwrap_or_else(|| unreachable!());
             let dead = *all.iter().find(|&&i| sim.id(i) == old).unwrap_or(&0);
             sim.kill(dead);
             let rest = sim.live();
             let t = Instant::now();
             sim.eventually("a new coordinator", Duration::from_secs(60), || {
-                one_coordinator(&sim, &rest).is_some_and(|(id, e)| id != old && e > epoch)
+                sim.one_coordinator(&rest)
+                    .is_some_and(|(id, e)| id != old && e > epoch)
             })
             .await;
             let failover = t.elapsed();
@@ -237,7 +193,7 @@ fn partition_three_two_and_heal() {
         sim.net().set_tracing(false);
         let all: Vec<usize> = (0..5).map(|_| sim.add_node()).collect();
         sim.eventually("one coordinator", Duration::from_secs(60), || {
-            all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+            sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
         })
         .await;
         let hosts: Vec<_> = all.iter().map(|&i| sim.node(i).host).collect();
@@ -246,7 +202,7 @@ fn partition_three_two_and_heal() {
         sim.net().partition(&[&hosts[..3], &hosts[3..]]);
         sim.eventually("one coordinator per side", Duration::from_secs(60), || {
             fences.check(&sim);
-            one_coordinator(&sim, big).is_some() && one_coordinator(&sim, small).is_some()
+            sim.one_coordinator(big).is_some() && sim.one_coordinator(small).is_some()
         })
         .await;
         sim.net().heal();
@@ -255,7 +211,7 @@ fn partition_three_two_and_heal() {
             Duration::from_secs(120),
             || {
                 fences.check(&sim);
-                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+                sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
             },
         )
         .await;
@@ -276,7 +232,7 @@ fn laptop_sleeps_no_epoch_goes_back() {
         all.push(sim.add_node_as(Sim::ip_for(4), meshcc::mesh::election::NodeClass::Laptop));
         let laptop = all[4];
         sim.eventually("one coordinator", Duration::from_secs(60), || {
-            all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+            sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
         })
         .await;
         let mut fences = Fences::new(&sim, &all);
@@ -293,7 +249,7 @@ fn laptop_sleeps_no_epoch_goes_back() {
             Duration::from_secs(120),
             || {
                 fences.check(&sim);
-                all_alive(&sim, &all) && one_coordinator(&sim, &all).is_some()
+                sim.all_alive(&all) && sim.one_coordinator(&all).is_some()
             },
         )
         .await;
