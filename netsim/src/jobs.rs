@@ -327,7 +327,6 @@ struct BuildState {
 /// time (like `make -j`), as tasks of the client's host.
 #[derive(Debug)]
 pub struct Build {
-    client: usize,
     jobs: Vec<u64>,
     state: Arc<Mutex<BuildState>>,
 }
@@ -382,11 +381,7 @@ impl Build {
                 .instrument(tracing::info_span!("job", job = %format!("{id:016x}"))),
             ));
         }
-        Self {
-            client: node.index,
-            jobs: ids,
-            state,
-        }
+        Self { jobs: ids, state }
     }
 
     fn lock(&self) -> MutexGuard<'_, BuildState> {
@@ -440,11 +435,6 @@ impl Build {
             }
         }
         report
-    }
-
-    /// The client node of this build.
-    pub fn client(&self) -> usize {
-        self.client
     }
 
     /// Every fallback and failure, with its job (empty when every job found a worker or a
