@@ -1,5 +1,7 @@
 //! `meshcc init/join/id/ping/status` end to end, with a real daemon on loopback (127.0.0.1).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output};
 use std::time::Duration;
@@ -33,14 +35,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn init_join_ping_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +43,7 @@ fn init_join_ping_status() {
         dir.path().join("b"),
         dir.path().join("c"),
     );
-    let port = free_udp_port();
+    let port = common::free_udp_port();
 
     let out = meshcc(&a, &["init", "--advertise", &format!("127.0.0.1:{port}")]);
     assert!(out.status.success(), "{}", text(&out));

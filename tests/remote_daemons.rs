@@ -3,6 +3,8 @@
 //! that may leave to the worker, and the objects are the direct compiler's; clang with DWARF 5
 //! debug info stays on the client, counted with its reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -53,14 +55,6 @@ fn daemon(home: &Path, port: u16, slots: u32) -> Daemon {
     Daemon(child, home.to_path_buf())
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn stats(home: &Path) -> serde_json::Value {
     let mut c = meshcc(home);
     c.args(["stats", "--json"]);
@@ -71,7 +65,7 @@ fn stats(home: &Path) -> serde_json::Value {
 fn clang_jobs_run_on_a_worker_daemon_and_match_direct_compiles() {
     let dir = tempfile::tempdir().unwrap();
     let (client_home, worker_home) = (dir.path().join("client"), dir.path().join("worker"));
-    let (client_port, worker_port) = (free_udp_port(), free_udp_port());
+    let (client_port, worker_port) = (common::free_udp_port(), common::free_udp_port());
     let mut init = meshcc(&client_home);
     init.args(["init", "--advertise", &format!("127.0.0.1:{client_port}")]);
     let token = String::from_utf8_lossy(&ok(init).stdout)

@@ -636,3 +636,12 @@ pub fn make(home: &Home, dir: &Path, jobs: u32, cc: &str) -> Output {
 pub fn meshcc_cc(compiler: &str) -> String {
     format!("{} {compiler}", meshcc_bin().display())
 }
+
+/// A UDP port free on loopback right now (for a daemon started with discovery off).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
