@@ -62,7 +62,7 @@
 //!   workers (which admit only with a free slot) or expire (§3.5: they need no recovery).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::identity::NodeId;
 
@@ -194,6 +194,10 @@ pub struct Election {
     me: Rank,
     config: Config,
     members: BTreeMap<NodeId, (Rank, MemberState)>,
+    /// The Alive members of `members`, best first: succession order in O(log n) per change.
+    alive: BTreeSet<Rank>,
+    /// How many of `alive` rank better than this node.
+    better_alive: usize,
     claim: Option<Claim>,
     started: u64,
     vacant_since: Option<u64>,
@@ -215,6 +219,8 @@ impl Election {
             me,
             config,
             members: BTreeMap::new(),
+            alive: BTreeSet::new(),
+            better_alive: 0,
             claim: None,
             started: now,
             vacant_since: Some(now),
@@ -272,6 +278,14 @@ impl Election {
             return out;
         }
         let before = self.members.insert(rank.id, (rank, state));
+        if let Some((old, MemberState::Alive)) = before {
+            if self.alive.remove(&old) && old < self.me {
+                self.better_alive -= 1;
+            }
+        }
+        if state == MemberState::Alive && self.alive.insert(rank) && rank < self.me {
+            self.better_alive += 1;
+        }
         let names_it = self.claim.is_some_and(|c| c.node() == rank.id);
         if names_it && before != Some((rank, state)) {
             self.unreachable = false;
@@ -356,13 +370,7 @@ impl Election {
             return out;
         }
         if self.is_coordinator() {
-            let successor = self
-                .members
-                .values()
-                .filter(|(_, s)| *s == MemberState::Alive)
-                .map(|(r, _)| *r)
-                .min();
-            if let (Some(rank), Some(current)) = (successor, self.claim) {
+            if let (Some(&rank), Some(current)) = (self.alive.first(), self.claim) {
                 let claim = Claim {
                     epoch: current.epoch.saturating_add(1),
                     rank,
@@ -390,16 +398,17 @@ impl Election {
 
     /// My index among the Alive members (and me) ranked, the claimed node left out.
     fn position(&self) -> usize {
-        let excluded = self.claim.map(|c| c.node());
-        self.members
-            .values()
-            .filter(|(r, s)| *s == MemberState::Alive && Some(r.id) != excluded && *r < self.me)
-            .count()
+        let claimed_is_better = self
+            .claim
+            .and_then(|c| self.members.get(&c.node()))
+            .is_some_and(|(r, s)| *s == MemberState::Alive && *r < self.me);
+        self.better_alive
+            .saturating_sub(usize::from(claimed_is_better))
     }
 
     /// True when other members are known but none of them is Alive (see R2).
     pub fn alone(&self) -> bool {
-        !self.members.is_empty() && !self.members.values().any(|(_, s)| *s == MemberState::Alive)
+        !self.members.is_empty() && self.alive.is_empty()
     }
 
     fn claim_due(&self) -> Option<u64> {
@@ -455,14 +464,7 @@ impl Election {
 
     /// The two best-ranked Alive members: the coordinator's successors.
     fn successors(&self) -> Vec<NodeId> {
-        let mut alive: Vec<Rank> = self
-            .members
-            .values()
-            .filter(|(_, s)| *s == MemberState::Alive)
-            .map(|(r, _)| *r)
-            .collect();
-        alive.sort();
-        alive.into_iter().take(2).map(|r| r.id).collect()
+        self.alive.iter().take(2).map(|r| r.id).collect()
     }
 
     fn poll(&mut self, now: u64, out: &mut Vec<Action>) {
@@ -1477,6 +1479,66 @@ mod sim {
             later in prop::collection::vec(op(), 0..60),
         ) {
             incumbent_stays(&classes, seed, drop, &ops, &later);
+        }
+
+        #[test]
+        fn succession_order_is_kept_as_a_scan_would_find_it(
+            me in (class(), 0u64..4),
+            claimed in 0..8usize,
+            updates in prop::collection::vec((0..8usize, class(), 0u64..4, state()), 0..40),
+        ) {
+            succession_order_matches_a_scan(me, claimed, &updates);
+        }
+    }
+
+    /// The incremental succession order ([`Election::position`], [`Election::alone`],
+    /// [`Election::successors`]) agrees with a scan of the members after any updates, restarts
+    /// (a new rank for the same node) included.
+    fn succession_order_matches_a_scan(
+        (class, joined): (NodeClass, u64),
+        claimed: usize,
+        updates: &[(usize, NodeClass, u64, MemberState)],
+    ) {
+        let me = Rank {
+            class,
+            joined,
+            id: id(8),
+        };
+        let mut e = Election::new(me, C, 0);
+        e.claim = Some(Claim {
+            epoch: 1,
+            rank: Rank {
+                class,
+                joined,
+                id: id(claimed),
+            },
+        });
+        for &(i, class, joined, state) in updates {
+            e.member(
+                Rank {
+                    class,
+                    joined,
+                    id: id(i),
+                },
+                state,
+                0,
+            );
+            let mut alive: Vec<Rank> = e
+                .members
+                .values()
+                .filter(|(_, s)| *s == MemberState::Alive)
+                .map(|(r, _)| *r)
+                .collect();
+            alive.sort();
+            let excluded = e.claim.map(|c| c.node());
+            let position = alive
+                .iter()
+                .filter(|r| Some(r.id) != excluded && **r < me)
+                .count();
+            assert_eq!(e.position(), position);
+            assert_eq!(e.alone(), !e.members.is_empty() && alive.is_empty());
+            let best: Vec<NodeId> = alive.iter().take(2).map(|r| r.id).collect();
+            assert_eq!(e.successors(), best);
         }
     }
 

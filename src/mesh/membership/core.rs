@@ -172,6 +172,9 @@ pub struct Core {
     table: SharedTable,
     election: Election,
     members: BTreeMap<NodeId, (Ident, MemberState)>,
+    /// foca's membership state as `members` was last built from, in foca's order: most inputs
+    /// change nothing, and comparing with this tells so without rebuilding `members`.
+    mirror: Vec<foca::Member<Ident>>,
     advert: Advert,
     advert_seq: u64,
     advert_due: Option<u64>,
@@ -222,6 +225,7 @@ impl Core {
             table,
             election,
             members: BTreeMap::new(),
+            mirror: Vec::new(),
             advert,
             advert_seq: 0,
             advert_due: Some(now),
@@ -563,6 +567,11 @@ impl Core {
     /// the input was a peer's packet (a suspicion in it is one this node did not raise).
     fn after_foca(&mut self, now: u64, cause: Cause) {
         self.drain_outbox(now);
+        if self.foca.iter_membership_state().eq(self.mirror.iter()) {
+            return;
+        }
+        self.mirror.clear();
+        self.mirror.extend(self.foca.iter_membership_state().cloned());
         let mut seen: BTreeMap<NodeId, (Ident, MemberState)> = BTreeMap::new();
         for m in self.foca.iter_membership_state() {
             let state = match m.state() {
