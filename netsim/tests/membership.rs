@@ -77,6 +77,11 @@ fn one_join_one_crash_in_a_converged_mesh() {
             })
             .await;
             let formed = t0.elapsed();
+            // Progress as it happens: a 200-node seed runs for many minutes.
+            eprintln!(
+                "seed {seed}: {n} nodes formed in {formed:?} (virtual), {:.1} s of wall time",
+                wall.elapsed().as_secs_f64()
+            );
             let mut joins = Vec::new();
             let mut crashes = Vec::new();
             for round in 0..ROUNDS {
@@ -90,6 +95,10 @@ fn one_join_one_crash_in_a_converged_mesh() {
                 )
                 .await;
                 joins.push(t.elapsed());
+                eprintln!(
+                    "seed {seed}: join {round} known to all in {:?}",
+                    t.elapsed()
+                );
                 let live = sim.live();
                 sim.eventually(
                     "the newcomer knows every node",
@@ -120,6 +129,11 @@ fn one_join_one_crash_in_a_converged_mesh() {
                 })
                 .await;
                 crashes.push(t.elapsed());
+                eprintln!(
+                    "seed {seed}: crash {round} known to all in {:?}, {:.1} s of wall time",
+                    t.elapsed(),
+                    wall.elapsed().as_secs_f64()
+                );
             }
             sim.shutdown().await;
             eprintln!(

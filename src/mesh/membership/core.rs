@@ -571,7 +571,8 @@ impl Core {
             return;
         }
         self.mirror.clear();
-        self.mirror.extend(self.foca.iter_membership_state().cloned());
+        self.mirror
+            .extend(self.foca.iter_membership_state().cloned());
         let mut seen: BTreeMap<NodeId, (Ident, MemberState)> = BTreeMap::new();
         for m in self.foca.iter_membership_state() {
             let state = match m.state() {
