@@ -106,6 +106,10 @@ fn one_join_one_crash_in_a_converged_mesh() {
                     || sim.knows_all(new, &live),
                 )
                 .await;
+                eprintln!(
+                    "seed {seed}: join {round}: the newcomer knows every node after {:?}",
+                    t.elapsed()
+                );
                 sim.eventually("one coordinator", Duration::from_secs(60), || {
                     sim.one_coordinator(&live).is_some()
                 })

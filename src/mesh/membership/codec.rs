@@ -112,6 +112,12 @@ pub enum Control {
         /// The member to probe.
         target: NodeId,
     },
+    /// "Send me your membership": a node that just joined asks one member for the whole view
+    /// (foca's join reply holds only what fits one packet).
+    StateRequest,
+    /// Part of the sender's membership, in answer to a [`Control::StateRequest`]: as many
+    /// members as fit one datagram; a large mesh sends several.
+    State(Vec<foca::Member<Ident>>),
 }
 
 /// Why a datagram or item was dropped.
@@ -138,6 +144,34 @@ pub fn encode_control(c: &Control) -> Vec<u8> {
 /// Decodes a control datagram body (after the tag).
 pub fn decode_control(body: &[u8]) -> Result<Control, DecodeError> {
     Ok(postcard::from_bytes(body)?)
+}
+
+/// Encodes `members` as [`Control::State`] datagrams (tag included) of at most `max` bytes each.
+pub fn encode_state<'a>(
+    members: impl IntoIterator<Item = &'a foca::Member<Ident>>,
+    max: usize,
+) -> Vec<Vec<u8>> {
+    // Tag, variant index and the list's length prefix: at most 1 + 1 + 3 bytes.
+    const FRAME: usize = 5;
+    let mut datagrams = Vec::new();
+    let mut chunk: Vec<foca::Member<Ident>> = Vec::new();
+    let mut size = FRAME;
+    for m in members {
+        let len = postcard::experimental::serialized_size(m).unwrap_or(usize::MAX);
+        if len > max.saturating_sub(FRAME) {
+            continue;
+        }
+        if size + len > max {
+            datagrams.push(encode_control(&Control::State(std::mem::take(&mut chunk))));
+            size = FRAME;
+        }
+        chunk.push(m.clone());
+        size += len;
+    }
+    if !chunk.is_empty() {
+        datagrams.push(encode_control(&Control::State(chunk)));
+    }
+    datagrams
 }
 
 /// Encodes an item, cutting an advert's toolchain list until it fits [`MAX_ITEM`].
@@ -392,5 +426,36 @@ mod tests {
         assert!(Key::Claim(claim(3, 1)).invalidates(&Key::Claim(claim(2, 1))));
         assert!(!Key::Claim(claim(2, 1)).invalidates(&Key::Claim(claim(3, 1))));
         assert!(!Key::Claim(claim(3, 1)).invalidates(&a(1, 1)));
+    }
+
+    /// A membership too large for one datagram is split into datagrams that each fit, and
+    /// together decode to every member, in order.
+    #[test]
+    fn membership_state_is_split_into_datagrams_that_fit() {
+        let members: Vec<foca::Member<Ident>> = (0..200u16)
+            .map(|i| {
+                let ident = Ident {
+                    id: NodeId([i as u8; 32]),
+                    addr: std::net::SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 7471)),
+                    boot: u64::from(i),
+                    bump: 0,
+                    joined: u64::MAX - u64::from(i),
+                    class: NodeClass::Laptop,
+                };
+                foca::Member::new(ident, u16::MAX, foca::State::Suspect)
+            })
+            .collect();
+        let datagrams = encode_state(&members, 1100);
+        assert!(datagrams.len() > 1);
+        let mut decoded = Vec::new();
+        for d in &datagrams {
+            assert!(d.len() <= 1100, "{} bytes", d.len());
+            assert_eq!(d[0], TAG_CONTROL);
+            match decode_control(&d[1..]) {
+                Ok(Control::State(ms)) => decoded.extend(ms),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(decoded, members);
     }
 }

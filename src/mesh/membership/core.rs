@@ -19,7 +19,7 @@ use rand_pcg::Pcg64Mcg;
 use tracing::{debug, info};
 
 use super::codec::{
-    decode_control, encode_control, encode_item, Control, Handler, Item, SharedTable,
+    decode_control, encode_control, encode_item, encode_state, Control, Handler, Item, SharedTable,
     VersionedAdvert, TAG_CONTROL, TAG_SWIM,
 };
 use super::identity::Ident;
@@ -182,6 +182,10 @@ pub struct Core {
     advert_refresh_at: u64,
     advertised_epoch: u64,
     verify: Option<Check>,
+    /// The member asked for its membership after joining, and until when its answer counts.
+    state_from: Option<(NodeId, u64)>,
+    /// Answers to membership requests: (start of the current second, answers in it).
+    state_answers: (u64, u32),
     /// Suspicions heard from peers that this node is checking itself, by member.
     confirm: BTreeMap<NodeId, Check>,
     suggestions: HashMap<NodeId, SocketAddr>,
@@ -195,6 +199,12 @@ pub struct Core {
 
 /// Suggestions remembered for re-announcing while alone (bounded).
 const MAX_SUGGESTIONS: usize = 256;
+
+/// How long after asking a member for its membership its answer is accepted (ms).
+const STATE_WINDOW: u64 = 2_000;
+
+/// Membership requests answered per second at most (each answer is n/20 datagrams).
+const STATE_ANSWERS_PER_SECOND: u32 = 8;
 
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -233,6 +243,8 @@ impl Core {
             advert_refresh_at: now,
             advertised_epoch: 0,
             verify: None,
+            state_from: None,
+            state_answers: (now, 0),
             confirm: BTreeMap::new(),
             suggestions: HashMap::new(),
             next_rejoin: now,
@@ -539,6 +551,24 @@ impl Core {
                 // A suspect that answers is left to refute the suspicion itself.
                 self.confirm.retain(|_, c| c.nonce != nonce);
             }
+            Control::StateRequest => self.answer_state(from, now),
+            Control::State(members) => {
+                if !self
+                    .state_from
+                    .is_some_and(|(peer, until)| peer == from && now <= until)
+                {
+                    self.counters.refused += 1;
+                    return;
+                }
+                if let Err(e) = self
+                    .foca
+                    .apply_many(members.into_iter(), false, &mut self.outbox)
+                {
+                    debug!(peer = %from.short(), "membership state refused: {e}");
+                    self.counters.refused += 1;
+                }
+                self.after_foca(now, Cause::Heard);
+            }
             Control::ProbeFor { nonce, target } => {
                 if target != self.me.id {
                     self.send(
@@ -636,6 +666,7 @@ impl Core {
             self.timers
                 .push(Reverse((now + ms(after), self.timer_seq, timer)));
         }
+        let mut joined = false;
         for n in self.outbox.notes.drain(..) {
             match n {
                 OwnedNotification::Rejoin(id) => {
@@ -643,10 +674,16 @@ impl Core {
                     self.me = id;
                 }
                 OwnedNotification::Defunct => info!("declared down by the mesh"),
-                OwnedNotification::Active => debug!("membership active"),
+                OwnedNotification::Active => {
+                    debug!("membership active");
+                    joined = true;
+                }
                 OwnedNotification::Idle => debug!("membership idle: no other member"),
                 _ => {}
             }
+        }
+        if joined {
+            self.request_state(now);
         }
         let claims = std::mem::take(&mut self.table.lock().claims);
         for c in claims {
@@ -691,6 +728,45 @@ impl Core {
                     self.dirty = true;
                 }
             }
+        }
+    }
+
+    /// Just joined (or rejoined): asks one member for its whole membership, so that this node
+    /// knows every member at once instead of as each happens to contact it (at 200 members,
+    /// up to a probe round of 50 s).
+    fn request_state(&mut self, now: u64) {
+        let members: Vec<Ident> = self.foca.iter_members().map(|m| *m.id()).collect();
+        if members.is_empty() {
+            return;
+        }
+        let to = members[self.rng.random_range(0..members.len())];
+        self.state_from = Some((to.id, now + STATE_WINDOW));
+        self.out.push(Outgoing {
+            to: to.id,
+            addr: Some(to.addr),
+            data: encode_control(&Control::StateRequest),
+        });
+    }
+
+    /// Sends `to` every live member but itself, in as many datagrams as it takes (at most
+    /// [`STATE_ANSWERS_PER_SECOND`] answers a second: a request costs one datagram, an answer
+    /// n/20).
+    fn answer_state(&mut self, to: NodeId, now: u64) {
+        if now >= self.state_answers.0 + 1_000 {
+            self.state_answers = (now, 0);
+        }
+        if self.state_answers.1 >= STATE_ANSWERS_PER_SECOND {
+            debug!(peer = %to.short(), "membership request not answered: too many this second");
+            return;
+        }
+        self.state_answers.1 += 1;
+        let live = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() != foca::State::Down && m.id().id != to);
+        let addr = self.members.get(&to).map(|(i, _)| i.addr);
+        for data in encode_state(live, self.settings.max_packet) {
+            self.out.push(Outgoing { to, addr, data });
         }
     }
 
@@ -1094,5 +1170,59 @@ mod tests {
         sim.nodes[0].datagram(node_id(1), &vec![TAG_SWIM; 5000], now);
         assert!(sim.nodes[0].counters().malformed >= before + 4);
         assert_eq!(sim.nodes[0].snapshot().members.len(), 1);
+    }
+
+    /// How many members node `i` sees Alive.
+    fn alive_seen(sim: &Sim, i: usize) -> usize {
+        let s = sim.nodes[i].snapshot();
+        s.members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .count()
+    }
+
+    /// In a mesh larger than one join reply holds, a newcomer knows every member within a
+    /// second (it asks one for its membership), not only as each happens to contact it.
+    #[test]
+    fn a_newcomer_learns_every_member_at_once() {
+        let n = 80;
+        let newcomer = n - 1;
+        let mut sim = Sim::new(n);
+        for i in 1..newcomer {
+            sim.nodes[i].suggest(node_id(0), addr(0), 0);
+        }
+        sim.collect();
+        sim.run(30_000);
+        assert!((0..newcomer).all(|i| alive_seen(&sim, i) == newcomer - 1));
+        let now = sim.now;
+        sim.nodes[newcomer].suggest(node_id(0), addr(0), now);
+        sim.collect();
+        sim.run(1_000);
+        assert_eq!(alive_seen(&sim, newcomer), newcomer);
+    }
+
+    /// Membership state is accepted only from the member asked, and only for a while after.
+    #[test]
+    fn unasked_membership_state_is_refused() {
+        let mut sim = Sim::new(3);
+        sim.nodes[1].suggest(node_id(0), addr(0), 0);
+        sim.collect();
+        sim.run(3_000);
+        let stranger = Ident {
+            id: node_id(9),
+            addr: addr(9),
+            boot: 1,
+            bump: 0,
+            joined: 1,
+            class: NodeClass::Server,
+        };
+        let member = foca::Member::new(stranger, 0, foca::State::Alive);
+        let refused = sim.nodes[0].counters().refused;
+        for data in encode_state([&member], 1100) {
+            let now = sim.now;
+            sim.nodes[0].datagram(node_id(1), &data, now);
+        }
+        assert_eq!(sim.nodes[0].counters().refused, refused + 1);
+        assert!(sim.nodes[0].snapshot().member(&node_id(9)).is_none());
     }
 }
