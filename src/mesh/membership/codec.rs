@@ -115,8 +115,8 @@ pub enum Control {
     /// "Send me your membership": a node that just joined asks one member for the whole view
     /// (foca's join reply holds only what fits one packet).
     StateRequest,
-    /// Part of the sender's membership, in answer to a [`Control::StateRequest`]: as many
-    /// members as fit one datagram; a large mesh sends several.
+    /// Part of the sender's membership (its Alive members), in answer to a
+    /// [`Control::StateRequest`]: as many as fit one datagram; a large mesh sends several.
     State(Vec<foca::Member<Ident>>),
 }
 

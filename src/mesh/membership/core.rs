@@ -562,7 +562,14 @@ impl Core {
                 }
                 if let Err(e) = self
                     .foca
-                    .apply_many(members.into_iter(), false, &mut self.outbox)
+                    // Only Alive entries count (see `answer_state`).
+                    .apply_many(
+                        members
+                            .into_iter()
+                            .filter(|m| m.state() == foca::State::Alive),
+                        false,
+                        &mut self.outbox,
+                    )
                 {
                     debug!(peer = %from.short(), "membership state refused: {e}");
                     self.counters.refused += 1;
@@ -748,9 +755,10 @@ impl Core {
         });
     }
 
-    /// Sends `to` every live member but itself, in as many datagrams as it takes (at most
+    /// Sends `to` every Alive member but itself, in as many datagrams as it takes (at most
     /// [`STATE_ANSWERS_PER_SECOND`] answers a second: a request costs one datagram, an answer
-    /// n/20).
+    /// n/20). Suspects are left out: a suspicion applied from here would never be refuted (its
+    /// subject is not told), so the requester hears of it by gossip, as everyone does.
     fn answer_state(&mut self, to: NodeId, now: u64) {
         if now >= self.state_answers.0 + 1_000 {
             self.state_answers = (now, 0);
@@ -763,7 +771,7 @@ impl Core {
         let live = self
             .foca
             .iter_membership_state()
-            .filter(|m| m.state() != foca::State::Down && m.id().id != to);
+            .filter(|m| m.state() == foca::State::Alive && m.id().id != to);
         let addr = self.members.get(&to).map(|(i, _)| i.addr);
         for data in encode_state(live, self.settings.max_packet) {
             self.out.push(Outgoing { to, addr, data });
