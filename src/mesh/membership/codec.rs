@@ -89,8 +89,16 @@ pub enum Item {
 pub enum Control {
     /// A coordinator claim: lease heartbeat, welcome, correction or announcement.
     Claim(WireClaim),
-    /// A gossip item given directly (this node's advert, to a newcomer).
-    Item(Item),
+    /// "I am here, and this is what I offer": sent to each member the sender sees come alive
+    /// (a newcomer to it, or every member to a newcomer). The receiver learns the sender's
+    /// advert at once, and the sender itself if SWIM's gossip of its join has not reached it
+    /// yet (gossip is probabilistic: one node in a large mesh may miss it for seconds).
+    Welcome {
+        /// The sender's membership identity (accepted only from the sender itself).
+        ident: Ident,
+        /// The sender's advert.
+        advert: VersionedAdvert,
+    },
     /// "Are you alive?" `relay`: the member that asked the sender to probe on its behalf.
     Probe {
         /// Echoed in the [`Control::Ack`].
@@ -174,18 +182,23 @@ pub fn encode_state<'a>(
     datagrams
 }
 
-/// Encodes an item, cutting an advert's toolchain list until it fits [`MAX_ITEM`].
+/// Encodes an item, its advert cut to fit [`MAX_ITEM`] (see [`fit_advert`]).
 pub fn encode_item(item: &Item) -> Vec<u8> {
-    let mut item = item.clone();
-    loop {
-        let bytes = postcard::to_stdvec(&item).unwrap_or_default();
-        match &mut item {
-            Item::Advert(a) if bytes.len() > MAX_ITEM && !a.advert.toolchains.is_empty() => {
-                a.advert.toolchains.pop();
-            }
-            _ => return bytes,
-        }
+    let item = match item {
+        Item::Advert(a) => Item::Advert(fit_advert(a.clone())),
+        Item::Claim(c) => Item::Claim(*c),
+    };
+    postcard::to_stdvec(&item).unwrap_or_default()
+}
+
+/// `advert` with its toolchain list cut until it encodes, as an item, in [`MAX_ITEM`] bytes.
+pub fn fit_advert(mut advert: VersionedAdvert) -> VersionedAdvert {
+    while !advert.advert.toolchains.is_empty()
+        && postcard::experimental::serialized_size(&advert).unwrap_or(usize::MAX) >= MAX_ITEM
+    {
+        advert.advert.toolchains.pop();
     }
+    advert
 }
 
 /// The identity of a gossip item for foca: a newer item of the same kind and origin replaces

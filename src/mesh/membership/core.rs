@@ -19,8 +19,8 @@ use rand_pcg::Pcg64Mcg;
 use tracing::{debug, info};
 
 use super::codec::{
-    decode_control, encode_control, encode_item, encode_state, Control, Handler, Item, SharedTable,
-    VersionedAdvert, TAG_CONTROL, TAG_SWIM,
+    decode_control, encode_control, encode_item, encode_state, fit_advert, Control, Handler, Item,
+    SharedTable, VersionedAdvert, TAG_CONTROL, TAG_SWIM,
 };
 use super::identity::Ident;
 use crate::mesh::election::{self, Action, Election, MemberState};
@@ -524,14 +524,22 @@ impl Core {
                 let actions = self.election.claim_received(w.into(), now);
                 self.actions(actions, now);
             }
-            Control::Item(Item::Advert(a)) => {
-                if a.origin == from {
-                    self.table.lock().advert(a);
+            Control::Welcome { ident, advert } => {
+                if ident.id != from || advert.origin != from {
+                    self.counters.refused += 1;
+                    return;
                 }
-            }
-            Control::Item(Item::Claim(w)) => {
-                let actions = self.election.claim_received(w.into(), now);
-                self.actions(actions, now);
+                self.table.lock().advert(advert);
+                if !self.members.contains_key(&from) {
+                    let alive = foca::Member::new(ident, 0, foca::State::Alive);
+                    if let Err(e) =
+                        self.foca
+                            .apply_many(std::iter::once(alive), true, &mut self.outbox)
+                    {
+                        debug!(peer = %from.short(), "welcome refused: {e}");
+                    }
+                    self.after_foca(now, Cause::Heard);
+                }
             }
             Control::Probe { nonce, relay } => {
                 self.send(from, &Control::Ack { nonce, relay });
@@ -643,14 +651,19 @@ impl Core {
                 self.start_confirm(ident.id, now);
             }
             if state == MemberState::Alive && was_absent {
-                // A newcomer learns this node's advert at once (gossip items may be spent).
-                let item = Item::Advert(VersionedAdvert {
+                // A newcomer learns this node and its advert at once (gossip items may be
+                // spent, and gossip of a join may miss a node for seconds).
+                let advert = fit_advert(VersionedAdvert {
                     origin: self.me.id,
                     version: (self.me.boot, self.advert_seq),
                     fence: self.election.epoch(),
                     advert: self.advert.clone(),
                 });
-                self.send(ident.id, &Control::Item(item));
+                let welcome = Control::Welcome {
+                    ident: self.me,
+                    advert,
+                };
+                self.send(ident.id, &welcome);
             }
             let actions = self.election.member(ident.rank(), state, now);
             self.actions(actions, now);
@@ -747,6 +760,7 @@ impl Core {
             return;
         }
         let to = members[self.rng.random_range(0..members.len())];
+        debug!(member = %to.id.short(), "asking for the membership");
         self.state_from = Some((to.id, now + STATE_WINDOW));
         self.out.push(Outgoing {
             to: to.id,
