@@ -1204,7 +1204,8 @@ mod tests {
     }
 
     /// In a mesh larger than one join reply holds, a newcomer knows every member within a
-    /// second (it asks one for its membership), not only as each happens to contact it.
+    /// second (it asks one for its membership, and each member that hears of the join welcomes
+    /// it), not only as each happens to probe it: 28 of 79 without either.
     #[test]
     fn a_newcomer_learns_every_member_at_once() {
         let n = 80;
@@ -1221,6 +1222,35 @@ mod tests {
         sim.collect();
         sim.run(1_000);
         assert_eq!(alive_seen(&sim, newcomer), newcomer);
+    }
+
+    /// A welcome adds its sender when this node did not know it (gossip of its join missed this
+    /// node), and counts only when it names the node whose connection carried it.
+    #[test]
+    fn a_welcome_adds_its_sender_and_only_its_sender() {
+        let mut sim = Sim::new(3);
+        sim.nodes[1].suggest(node_id(0), addr(0), 0);
+        sim.collect();
+        sim.run(3_000);
+        let welcome = |sender: usize| {
+            let ident = sim.nodes[sender].identity();
+            let advert = VersionedAdvert {
+                origin: ident.id,
+                version: (1, 1),
+                fence: 0,
+                advert: Advert::default(),
+            };
+            encode_control(&Control::Welcome { ident, advert })
+        };
+        let (from_2, now) = (welcome(2), sim.now);
+        let refused = sim.nodes[0].counters().refused;
+        sim.nodes[0].datagram(node_id(1), &from_2, now);
+        assert_eq!(sim.nodes[0].counters().refused, refused + 1);
+        assert!(sim.nodes[0].snapshot().member(&node_id(2)).is_none());
+        sim.nodes[0].datagram(node_id(2), &from_2, now);
+        let seen = sim.nodes[0].snapshot();
+        let m = seen.member(&node_id(2));
+        assert!(m.is_some_and(|m| m.state == MemberState::Alive && m.advert.is_some()));
     }
 
     /// Membership state is accepted only from the member asked, and only for a while after.
