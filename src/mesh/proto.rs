@@ -21,8 +21,9 @@ use crate::compiler::toolchain::ToolchainId;
 use std::net::SocketAddr;
 
 /// Version of the mesh protocol, carried in [`Hello`]; nodes of other versions are refused.
-/// Bumped on every wire change (2: `JobHeader::form`, fixed-size ping nonces).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Bumped on every wire change (2: `JobHeader::form`, fixed-size ping nonces; 3: membership
+/// control messages `Welcome`, `StateRequest` and `State`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Bulk payloads move in pieces of this size.
 pub const CHUNK: usize = 64 << 10;
