@@ -619,7 +619,7 @@ impl Core {
         self.mirror
             .extend(self.foca.iter_membership_state().cloned());
         let mut seen: BTreeMap<NodeId, (Ident, MemberState)> = BTreeMap::new();
-        for m in self.foca.iter_membership_state() {
+        for m in &self.mirror {
             let state = match m.state() {
                 foca::State::Alive => MemberState::Alive,
                 foca::State::Suspect => MemberState::Suspect,
@@ -755,11 +755,14 @@ impl Core {
     /// knows every member at once instead of as each happens to contact it (at 200 members,
     /// up to a probe round of 50 s).
     fn request_state(&mut self, now: u64) {
-        let members: Vec<Ident> = self.foca.iter_members().map(|m| *m.id()).collect();
-        if members.is_empty() {
+        let n = self.foca.num_members();
+        if n == 0 {
             return;
         }
-        let to = members[self.rng.random_range(0..members.len())];
+        let pick = self.rng.random_range(0..n);
+        let Some(to) = self.foca.iter_members().nth(pick).map(|m| *m.id()) else {
+            return;
+        };
         debug!(member = %to.id.short(), "asking for the membership");
         self.state_from = Some((to.id, now + STATE_WINDOW));
         self.out.push(Outgoing {
@@ -1224,25 +1227,29 @@ mod tests {
         assert_eq!(alive_seen(&sim, newcomer), newcomer);
     }
 
-    /// A welcome adds its sender when this node did not know it (gossip of its join missed this
-    /// node), and counts only when it names the node whose connection carried it.
-    #[test]
-    fn a_welcome_adds_its_sender_and_only_its_sender() {
+    /// Nodes 0 and 1 members of each other; node 2 never joined.
+    fn two_members_and_a_stranger() -> Sim {
         let mut sim = Sim::new(3);
         sim.nodes[1].suggest(node_id(0), addr(0), 0);
         sim.collect();
         sim.run(3_000);
-        let welcome = |sender: usize| {
-            let ident = sim.nodes[sender].identity();
-            let advert = VersionedAdvert {
-                origin: ident.id,
-                version: (1, 1),
-                fence: 0,
-                advert: Advert::default(),
-            };
-            encode_control(&Control::Welcome { ident, advert })
+        sim
+    }
+
+    /// A welcome adds its sender when this node did not know it (gossip of its join missed this
+    /// node), and counts only when it names the node whose connection carried it.
+    #[test]
+    fn a_welcome_adds_its_sender_and_only_its_sender() {
+        let mut sim = two_members_and_a_stranger();
+        let ident = sim.nodes[2].identity();
+        let advert = VersionedAdvert {
+            origin: ident.id,
+            version: (1, 1),
+            fence: 0,
+            advert: Advert::default(),
         };
-        let (from_2, now) = (welcome(2), sim.now);
+        let from_2 = encode_control(&Control::Welcome { ident, advert });
+        let now = sim.now;
         let refused = sim.nodes[0].counters().refused;
         sim.nodes[0].datagram(node_id(1), &from_2, now);
         assert_eq!(sim.nodes[0].counters().refused, refused + 1);
@@ -1253,13 +1260,11 @@ mod tests {
         assert!(m.is_some_and(|m| m.state == MemberState::Alive && m.advert.is_some()));
     }
 
-    /// Membership state is accepted only from the member asked, and only for a while after.
+    /// Membership state nobody asked for is refused (the answer of the member asked is
+    /// accepted: `a_newcomer_learns_every_member_at_once`).
     #[test]
     fn unasked_membership_state_is_refused() {
-        let mut sim = Sim::new(3);
-        sim.nodes[1].suggest(node_id(0), addr(0), 0);
-        sim.collect();
-        sim.run(3_000);
+        let mut sim = two_members_and_a_stranger();
         let stranger = Ident {
             id: node_id(9),
             addr: addr(9),
